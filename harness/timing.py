@@ -1,0 +1,152 @@
+"""Latency: device events around the call, warm-up first, L2 flushed before every sample,
+sampling until the median's 95% confidence interval is narrow or the time budget runs out.
+
+On a GPU each sample is bracketed by CUDA events on the current stream; the L2 flush (a
+memset of a buffer twice the L2's size, allocated once) and the per-sample setup (such
+as dropping last sample's gradients) are enqueued before the start event, so they are
+not timed. Without a GPU the wall clock times the call: such figures are marked as not
+performance figures (Triton's interpreter runs kernels in NumPy).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    min_samples: int = 10
+    max_samples: int = 2000
+    min_seconds: float = 0.25
+    max_seconds: float = 3.0
+    target_rel_ci: float = 0.005  # stop once the median's 95% CI half-width is within 0.5% of it
+    warmup_calls: int = 3
+    warmup_seconds: float = 0.1
+    batch: int = 10  # samples taken between synchronizations
+
+    @classmethod
+    def interpreter(cls) -> TimingPolicy:
+        return cls(min_samples=3, max_samples=5, min_seconds=0.0, max_seconds=2.0, warmup_calls=1,
+                   warmup_seconds=0.0, batch=1)
+
+
+@dataclass(frozen=True)
+class Timing:
+    samples_ms: tuple[float, ...]
+    mode: str  # "cuda-events" or "wall-clock"
+    stop_reason: str  # "converged", "time budget", "sample cap"
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.samples_ms)
+
+    @property
+    def p10_ms(self) -> float:
+        return _quantile(sorted(self.samples_ms), 0.10)
+
+    @property
+    def p90_ms(self) -> float:
+        return _quantile(sorted(self.samples_ms), 0.90)
+
+    @property
+    def ci_rel(self) -> float:
+        return median_ci_rel_halfwidth(self.samples_ms)
+
+    @property
+    def is_performance_figure(self) -> bool:
+        return self.mode == "cuda-events"
+
+
+def median_ci_rel_halfwidth(samples: tuple[float, ...] | list[float]) -> float:
+    """Half-width of the distribution-free 95% confidence interval of the median (order
+    statistics around n/2 +- 0.98 sqrt(n)), relative to the median; inf below 6 samples."""
+    n = len(samples)
+    if n < 6:
+        return math.inf
+    xs = sorted(samples)
+    half = 0.98 * math.sqrt(n)
+    lo = max(0, math.floor(n / 2 - half))
+    hi = min(n - 1, math.ceil(n / 2 + half) - 1)
+    median = statistics.median(xs)
+    return (xs[hi] - xs[lo]) / (2 * median) if median > 0 else math.inf
+
+
+class Timer:
+    """Times closures on one device. Holds the L2-flush buffer, allocated once."""
+
+    def __init__(self, device: torch.device, policy: TimingPolicy | None = None):
+        self.device = device
+        self.on_gpu = device.type == "cuda"
+        self.policy = policy or (TimingPolicy() if self.on_gpu else TimingPolicy.interpreter())
+        self._flush = None
+        if self.on_gpu:
+            l2_bytes = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 64 << 20)
+            self._flush = torch.empty(2 * max(l2_bytes, 8 << 20), dtype=torch.uint8, device=device)
+
+    def time(self, fn: Callable[[], object], setup: Callable[[], None] = lambda: None) -> Timing:
+        policy = self.policy
+        self._warm_up(fn, setup)
+        samples: list[float] = []
+        started = time.perf_counter()
+        while True:
+            samples += self._batch(fn, setup, policy.batch)
+            elapsed = time.perf_counter() - started
+            if len(samples) >= policy.min_samples and elapsed >= policy.min_seconds:
+                if median_ci_rel_halfwidth(samples) <= policy.target_rel_ci:
+                    reason = "converged"
+                    break
+            if elapsed >= policy.max_seconds and len(samples) >= policy.min_samples:
+                reason = "time budget"
+                break
+            if len(samples) >= policy.max_samples:
+                reason = "sample cap"
+                break
+        return Timing(tuple(samples), "cuda-events" if self.on_gpu else "wall-clock", reason)
+
+    def _warm_up(self, fn: Callable[[], object], setup: Callable[[], None]) -> None:
+        # Warm-up absorbs compilation, autotuning and handle creation.
+        started = time.perf_counter()
+        calls = 0
+        while calls < self.policy.warmup_calls or time.perf_counter() - started < self.policy.warmup_seconds:
+            setup()
+            fn()
+            calls += 1
+        self.synchronize()
+
+    def _batch(self, fn: Callable[[], object], setup: Callable[[], None], count: int) -> list[float]:
+        if not self.on_gpu:
+            out = []
+            for _ in range(count):
+                setup()
+                t0 = time.perf_counter()
+                fn()
+                out.append((time.perf_counter() - t0) * 1e3)
+            return out
+        pairs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(count)]
+        for start, end in pairs:
+            setup()
+            self._flush.zero_()
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize(self.device)
+        return [start.elapsed_time(end) for start, end in pairs]
+
+    def synchronize(self) -> None:
+        if self.on_gpu:
+            torch.cuda.synchronize(self.device)
+
+
+def _quantile(sorted_xs: list[float], q: float) -> float:
+    if len(sorted_xs) == 1:
+        return sorted_xs[0]
+    pos = q * (len(sorted_xs) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_xs) - 1)
+    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)

@@ -1,0 +1,51 @@
+"""What the attention kernels' launchers share: the target architecture, the tensor-descriptor
+scratch allocator, and the dot precision for a dtype."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def architecture() -> str:
+    """'interpreter', 'sm90' (Hopper), 'sm100' (Blackwell), 'sm80' (A100), 'sm8x' (consumer
+    Ampere and Ada: about 100 KB of shared memory a block) or 'other'. Read when a kernel is
+    first launched, never at import."""
+    if interpreting() or not torch.cuda.is_available():
+        return "interpreter"
+    if torch.version.hip:
+        return "other"
+    major, minor = torch.cuda.get_device_capability()
+    if major >= 10:
+        return "sm100"
+    if major == 9:
+        return "sm90"
+    if (major, minor) == (8, 0):
+        return "sm80"
+    return "sm8x" if major == 8 else "other"
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """float32 runs as true float32 ('ieee'), not TF32, so an fp32 row means fp32; the
+    setting is ignored for 16-bit operands."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def use_descriptor_scratch(device: torch.device) -> None:
+    """Kernels build TMA tensor descriptors on the device; Triton asks for scratch memory."""
+    triton.set_allocator(_allocator(device))
+
+
+@functools.cache
+def _allocator(device: torch.device):
+    def allocate(size: int, alignment: int, stream):
+        return torch.empty(size, dtype=torch.int8, device=device)
+
+    return allocate
