@@ -132,6 +132,7 @@ class Runner:
                 raise UsageError("--resume continues a run with its own tier and selection; drop --tier, --impl and --dtype")
             self.device_type = "cuda" if header.environment.get("interpreter") is False else "cpu"
             self._check_same_device(header)
+            self._check_same_code(header)
             return log, header, {row.key for row in rows}
         tier = opts.tier or "quick"
         suite = suites.load(opts.suite, tier)
@@ -152,7 +153,6 @@ class Runner:
                            selection={"impls": list(opts.impls), "dtypes": list(opts.dtypes), "base_seed": base_seed},
                            environment=environment, ceilings=ceilings, started=started)
         path = opts.results_dir / suite.name / environment["device"] / f"{run_id}.jsonl"
-        self._stop_worker()  # restarted below with the ceilings it measured
         return RunLog.create(path, header), header, set()
 
     def _log_to_resume(self) -> RunLog:
@@ -177,6 +177,15 @@ class Runner:
             name = torch.cuda.get_device_properties(0).name
             if name != header.environment.get("gpu"):
                 raise UsageError(f"this run was measured on {header.environment.get('gpu')}, this machine has {name}")
+
+    def _check_same_code(self, header: RunHeader) -> None:
+        from harness.environment import git_revision
+
+        sha, dirty = git_revision()
+        then = header.environment.get("git_sha"), header.environment.get("git_dirty")
+        if (sha, dirty) != then:
+            raise UsageError(f"this run was measured at git {then[0]}{' (dirty)' if then[1] else ''}, the checkout is at "
+                             f"{sha}{' (dirty)' if dirty else ''}: one table must come from one version of the code")
 
     def _complete(self, row: Row, header: RunHeader) -> Row:
         env = header.environment

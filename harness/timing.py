@@ -24,7 +24,7 @@ class TimingPolicy:
     min_samples: int = 10
     max_samples: int = 2000
     min_seconds: float = 0.25
-    max_seconds: float = 3.0
+    max_seconds: float = 2.0
     target_rel_ci: float = 0.005  # stop once the median's 95% CI half-width is within 0.5% of it
     warmup_calls: int = 3
     warmup_seconds: float = 0.1

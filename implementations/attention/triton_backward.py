@@ -206,35 +206,59 @@ def _tuned(kernel, arch: str):
 def backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
              lse: torch.Tensor, causal: bool, sm_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """dQ, dK, dV for attention saved by `triton_forward.forward` (lse in base 2)."""
-    batch, heads, n_ctx, head_dim = q.shape
-    kv_heads = k.shape[1]
-    group = heads // kv_heads
     do = do.contiguous()
-    arch = architecture()
-    use_descriptor_scratch(q.device)
+    delta = row_dot(out, do)
+    dk, dv = dkdv(q, k, v, do, lse, delta, causal, sm_scale)
+    return dq(q, k, v, do, lse, delta, causal, sm_scale), dk, dv
 
-    delta = torch.empty_like(lse)
+
+def row_dot(out: torch.Tensor, do: torch.Tensor) -> torch.Tensor:
+    """delta = rowsum(dO * O), float32 [B, H, N]; dO contiguous."""
+    batch, heads, n_ctx, head_dim = out.shape
+    delta = torch.empty((batch, heads, n_ctx), device=out.device, dtype=torch.float32)
     block = 64
     _delta_kernel[(triton.cdiv(n_ctx, block), batch * heads)](
         out, do, delta, out.stride(0), out.stride(1), out.stride(2), heads, n_ctx, HEAD_DIM=head_dim, BLOCK=block)
+    return delta
 
+
+def dkdv(q, k, v, do, lse, delta, causal: bool, sm_scale: float,
+         config: triton.Config | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """dK, dV [B, H_KV, N, D]. `config` forces a tiling (for tuning tools)."""
+    batch, heads, n_ctx, head_dim = q.shape
+    kv_heads = k.shape[1]
+    group = heads // kv_heads
     # One dK/dV per query head; with GQA they are summed over the group in float32.
-    per_head_dtype = k.dtype if group == 1 else torch.float32
-    dk = torch.empty((batch, heads, n_ctx, head_dim), device=q.device, dtype=per_head_dtype)
-    dv = torch.empty_like(dk)
-    dq = torch.empty_like(q)
-    common = dict(HEAD_DIM=head_dim, CAUSAL=causal, DOT_PRECISION=dot_precision(q.dtype))
-    strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-               v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2))
-    qk_scale = sm_scale * LOG2E
-
-    _tuned(_attention_dkdv, arch)[lambda meta: (triton.cdiv(n_ctx, meta["BLOCK_N"]), batch * heads)](
-        q, k, v, do, lse, delta, dk, dv, qk_scale, sm_scale, *strides, dk.stride(0), dk.stride(1), dk.stride(2),
-        heads, group, n_ctx, **common)
-    _tuned(_attention_dq, arch)[lambda meta: (triton.cdiv(n_ctx, meta["BLOCK_M"]), batch * heads)](
-        q, k, v, do, lse, delta, dq, qk_scale, sm_scale, *strides, dq.stride(0), dq.stride(1), dq.stride(2),
-        heads, group, n_ctx, **common)
+    per_head = torch.empty((batch, heads, n_ctx, head_dim), device=q.device,
+                           dtype=k.dtype if group == 1 else torch.float32)
+    dk, dv = per_head, torch.empty_like(per_head)
+    _launch(_attention_dkdv, config, lambda meta: (triton.cdiv(n_ctx, meta["BLOCK_N"]), batch * heads),
+            (q, k, v, do, lse, delta), (dk, dv), causal, sm_scale)
     if group > 1:
         dk = dk.view(batch, kv_heads, group, n_ctx, head_dim).sum(2).to(k.dtype)
         dv = dv.view(batch, kv_heads, group, n_ctx, head_dim).sum(2).to(v.dtype)
-    return dq, dk, dv
+    return dk, dv
+
+
+def dq(q, k, v, do, lse, delta, causal: bool, sm_scale: float, config: triton.Config | None = None) -> torch.Tensor:
+    """dQ [B, H, N, D]. `config` forces a tiling (for tuning tools)."""
+    n_ctx, batch_heads = q.shape[2], q.shape[0] * q.shape[1]
+    grad_q = torch.empty_like(q)
+    _launch(_attention_dq, config, lambda meta: (triton.cdiv(n_ctx, meta["BLOCK_M"]), batch_heads),
+            (q, k, v, do, lse, delta), (grad_q,), causal, sm_scale)
+    return grad_q
+
+
+def _launch(kernel, config, grid, inputs: tuple, outputs: tuple, causal: bool, sm_scale: float) -> None:
+    """Launch a backward kernel; its outputs share one layout (strides of the first)."""
+    q, k, v, do, lse, delta = inputs
+    batch, heads, n_ctx, head_dim = q.shape
+    use_descriptor_scratch(q.device)
+    launcher, meta = (_tuned(kernel, architecture()), {}) if config is None else (kernel, config.all_kwargs())
+    launcher[grid](
+        *inputs, *outputs, sm_scale * LOG2E, sm_scale,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
+        outputs[0].stride(0), outputs[0].stride(1), outputs[0].stride(2),
+        heads, heads // k.shape[1], n_ctx,
+        HEAD_DIM=head_dim, CAUSAL=causal, DOT_PRECISION=dot_precision(q.dtype), **meta)

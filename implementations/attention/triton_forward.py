@@ -130,25 +130,27 @@ def _attention_forward(Q, K, V, O, LSE, qk_scale,
     o_desc.store([start_m, 0], (acc / l_i[:, None]).to(O.dtype.element_ty))
 
 
-def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, sm_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """O [B, H, N, D] and the base-2 log-sum-exp [B, H, N] (float32) of the scaled scores."""
+def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, sm_scale: float,
+            config: triton.Config | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """O [B, H, N, D] and the base-2 log-sum-exp [B, H, N] (float32) of the scaled scores.
+    `config` forces a tiling (for tuning tools); by default the autotuner picks one."""
     batch, heads, n_ctx, head_dim = q.shape
     out = torch.empty_like(q)
     lse = torch.empty((batch, heads, n_ctx), device=q.device, dtype=torch.float32)
     use_descriptor_scratch(q.device)
+    kernel, meta = (_tuned_forward(architecture()), {}) if config is None else (_attention_forward, config.all_kwargs())
 
-    def grid(meta):
-        return (triton.cdiv(n_ctx, meta["BLOCK_M"]), batch * heads)
+    def grid(launch):
+        return (triton.cdiv(n_ctx, launch["BLOCK_M"]), batch * heads)
 
-    _tuned_forward(architecture())[grid](
+    kernel[grid](
         q, k, v, out, lse, sm_scale * LOG2E,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         heads, heads // k.shape[1], n_ctx,
-        HEAD_DIM=head_dim, CAUSAL=causal, DOT_PRECISION=dot_precision(q.dtype),
+        HEAD_DIM=head_dim, CAUSAL=causal, DOT_PRECISION=dot_precision(q.dtype), **meta,
     )
     return out, lse
-
 
 
 @functools.cache
