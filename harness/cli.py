@@ -74,7 +74,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         def on_row(row, done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
-            if row.status not in ("ok", "unavailable", "unsupported"):
+            if not console.is_terminal:  # a log file gets one line per row instead of a bar
+                timing = f" {row.median_ms:.3f} ms" if row.median_ms is not None else ""
+                print(f"[{done}/{total}] {row.technique} {row.case_id} {row.dtype} {row.direction} {row.impl}: "
+                      f"{row.status}{timing} ({row.elapsed_s} s) {row.reason}", flush=True)
+            elif row.status not in ("ok", "unavailable", "unsupported"):
                 progress.console.print(f"[red]{row.impl} {row.case_id} {row.dtype} {row.direction}: "
                                        f"{row.status}: {row.reason}")
 

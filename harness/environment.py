@@ -8,7 +8,9 @@ throttled measurement is flagged.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import platform
 import re
 import socket
@@ -90,7 +92,11 @@ def device_slug(name: str) -> str:
 
 
 def git_revision() -> tuple[str, bool]:
-    """(short sha, dirty flag) of the checkout flashsuite runs from; ('unknown', True) outside git."""
+    """(short sha, dirty flag) of the checkout flashsuite runs from. A copy of the tree
+    without git history (a CI artifact, a GPU box fed by rsync) can name its revision in
+    FLASHSUITE_GIT_SHA and FLASHSUITE_GIT_DIRTY (0 or 1); otherwise ('unknown', True)."""
+    if os.environ.get("FLASHSUITE_GIT_SHA"):
+        return os.environ["FLASHSUITE_GIT_SHA"], os.environ.get("FLASHSUITE_GIT_DIRTY", "1") != "0"
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, check=True).stdout.strip()
@@ -144,11 +150,16 @@ _THROTTLING = {"sw_power_cap", "hw_slowdown", "sw_thermal", "hw_thermal", "hw_po
 def _nvml_handle(device: torch.device):
     if device.type != "cuda":
         return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _nvml_handle_for(index)
+
+
+@functools.cache
+def _nvml_handle_for(index: int):
     try:
         import pynvml
 
         pynvml.nvmlInit()
-        index = device.index if device.index is not None else torch.cuda.current_device()
         uuid = str(torch.cuda.get_device_properties(index).uuid)
         try:
             return pynvml.nvmlDeviceGetHandleByUUID(("GPU-" + uuid) if not uuid.startswith("GPU-") else uuid)

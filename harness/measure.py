@@ -60,6 +60,7 @@ class Measurer:
         for name in impl_names:
             impl = impls[name]
             emit("begin", name)
+            started = time.perf_counter()
             row = self._blank_row(unit, impl)
             try:
                 reason = impl.missing_needs()
@@ -81,6 +82,7 @@ class Measurer:
                 row.status, row.reason = "error", f"{type(e).__name__}: {_one_line(e)}"
             finally:
                 row.timestamp = _utc_now()
+                row.elapsed_s = round(time.perf_counter() - started, 2)
                 gc.collect()
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()

@@ -45,6 +45,7 @@ class Row:
     direction: str
     status: str = "ok"
     reason: str = ""
+    elapsed_s: float | None = None  # wall time the row took, compilation and autotuning included
     # latency
     median_ms: float | None = None
     p10_ms: float | None = None

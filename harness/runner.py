@@ -74,7 +74,8 @@ def plan(suite: Suite, impls: Iterable[str] = (), dtypes: Iterable[str] = ()) ->
     runnable = collections.Counter()
     for unit in units:
         tech = registry.technique(unit.technique)
-        names = tuple(impl.name for impl in registry.implementations(unit.technique) if not impls or impl.name in impls)
+        names = tuple(impl.name for impl in registry.implementations(unit.technique)
+                      if (not impls or impl.name in impls) and impl.name not in unit.exclude)
         for name in names:
             if known[name].why_not(tech, unit.case, unit.dtype, unit.direction) is None:
                 runnable[name] += 1
@@ -82,7 +83,9 @@ def plan(suite: Suite, impls: Iterable[str] = (), dtypes: Iterable[str] = ()) ->
             planned.append(PlannedUnit(unit, names))
     for name in impls:
         if not runnable[name]:
-            example = next(p.unit for p in planned if name in p.impls)
+            example = next((p.unit for p in planned if name in p.impls), None)
+            if example is None:
+                raise UsageError(f"implementation {name!r} is excluded from every case of suite {suite.name!r}")
             reason = known[name].why_not(registry.technique(example.technique), example.case, example.dtype, example.direction)
             raise UsageError(f"implementation {name!r} supports none of the selected cases (e.g. {example.case.id}: {reason})")
     return planned

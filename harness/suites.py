@@ -10,6 +10,7 @@
     tiers = ["quick", "full"]    # the tiers this group belongs to
     dtypes = ["bfloat16"]
     directions = ["fwd", "fwd+bwd"]
+    exclude = ["sdpa-math"]      # implementations to leave out of this group (optional)
     [group.grid]                 # the cartesian product of these lists, one key per parameter
     B = [4]
     N = [4096, 8192]
@@ -45,6 +46,7 @@ class Unit:
     direction: Direction
     seeds: int
     checks: tuple[str, ...]
+    exclude: tuple[str, ...] = ()  # implementations this group leaves out
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,11 @@ def _expand(group: dict, where: str, tier: str, seeds: int, checks: tuple[str, .
     for direction in directions:
         if direction not in DIRECTIONS or direction not in tech.directions:
             raise UsageError(f"{where}: direction {direction!r} not offered by {name} (accepted: {', '.join(tech.directions)})")
+    exclude = tuple(group.get("exclude", ()))
+    known = {impl.name for impl in registry.implementations(name)}
+    unknown = [impl for impl in exclude if impl not in known]
+    if unknown:
+        raise UsageError(f"{where}: exclude names unknown implementation {unknown[0]!r} (available: {', '.join(sorted(known))})")
     grid = group.get("grid", {})
     missing = [p for p in tech.parameters if p not in grid]
     extra = [p for p in grid if p not in tech.parameters]
@@ -132,7 +139,8 @@ def _expand(group: dict, where: str, tier: str, seeds: int, checks: tuple[str, .
             raise UsageError(f"{where}: case {case.id}: {problem}")
         for dtype in dtypes:
             for direction in directions:
-                units.append(Unit(name, case, dtype, direction, group.get("seeds", seeds), tuple(group.get("checks", checks))))
+                units.append(Unit(name, case, dtype, direction, group.get("seeds", seeds),
+                                  tuple(group.get("checks", checks)), exclude))
     return units
 
 
