@@ -41,12 +41,14 @@ def _config(block_m: int, block_n: int, warps: int, stages: int) -> triton.Confi
     return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=warps, num_stages=stages)
 
 
-def sweep(budget_s: float) -> list[dict]:
+def sweep(budget_s: float, head_dims: set[int] | None = None) -> list[dict]:
     timer = Timer(torch.device("cuda"), TimingPolicy(min_samples=10, min_seconds=0.05, max_seconds=0.5,
                                                      target_rel_ci=0.01))
     deadline = time.monotonic() + budget_s
     rows = []
     for batch, heads, n_ctx, head_dim, causal in SHAPES:
+        if head_dims and head_dim not in head_dims:
+            continue
         gen = torch.Generator(device="cuda").manual_seed(0)
         q, k, v, do = (torch.randn(batch, heads, n_ctx, head_dim, device="cuda", generator=gen).to(torch.bfloat16)
                        for _ in range(4))
@@ -94,11 +96,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-s", type=float, default=240.0)
     parser.add_argument("--csv", default=None)
+    parser.add_argument("--head-dim", type=int, action="append", help="only shapes of this head dim")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("error: the sweep needs a CUDA GPU", file=sys.stderr)
         return 2
-    rows = sweep(args.budget_s)
+    rows = sweep(args.budget_s, set(args.head_dim or []))
     if args.csv and rows:
         with open(args.csv, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
