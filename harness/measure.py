@@ -115,9 +115,10 @@ class Measurer:
             with poisoned_allocations():
                 got = self._call(impl, unit, inputs, seed)
             names = self._output_names(tech, unit, inputs)
+            unit_scale = max(e.scale for e in want.reference_error.values())
             for name, err in compare_outputs(names, got, want.outputs).items():
                 ref_err = want.reference_error[name]
-                if not passes(err, ref_err, tech.tolerance, unit.dtype):
+                if not passes(err, ref_err, tech.tolerance, unit.dtype, unit_scale):
                     failures.append(f"{name}: rel_err {err.rel_err:.3g}, max_abs_err {err.max_abs_err:.3g} against "
                                     f"the reference's own {ref_err.rel_err:.3g}, {ref_err.max_abs_err:.3g}")
                 errors[name] = errors[name].worst(err) if name in errors else err

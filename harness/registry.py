@@ -188,7 +188,12 @@ def load_all() -> None:
     for module in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"implementations.{module.name}")
     for name in filter(None, (s.strip() for s in os.environ.get("FLASHSUITE_PLUGINS", "").split(","))):
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            from harness.errors import UsageError
+
+            raise UsageError(f"FLASHSUITE_PLUGINS names {name!r}, which cannot be imported ({e})") from None
 
 
 DTYPES: Mapping[str, torch.dtype] = {

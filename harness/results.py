@@ -16,7 +16,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from harness.errors import ResultFileError
 
@@ -155,10 +155,27 @@ class RunLog:
 
     def _append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, default=_json_default, allow_nan=True)
+        self._drop_torn_tail()
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+    def _drop_torn_tail(self) -> None:
+        """Cut a last line the writer did not finish (every finished record ends in a newline),
+        so a row appended on resume starts on a line of its own."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) == b"\n":
+                return
+            data = f.seek(0) or f.read()
+        with open(self.path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
 
     def read(self) -> tuple[RunHeader, list[Row]]:
         """The header and the rows; a torn last line (the process died mid-write) is dropped."""
@@ -255,7 +272,3 @@ def _json_default(value: Any) -> Any:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
-
-
-def rows_to_records(rows: Iterable[Row]) -> list[dict[str, Any]]:
-    return [row.to_dict() for row in rows]

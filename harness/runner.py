@@ -56,7 +56,10 @@ def plan(suite: Suite, impls: Iterable[str] = (), dtypes: Iterable[str] = ()) ->
     """Expand the suite against the registry, applying the --impl and --dtype filters;
     refuse a filter that names nothing, or an explicitly named implementation that
     cannot run here or at any of the suite's cases."""
-    wanted_dtypes = {registry.parse_dtype(d) for d in dtypes} if dtypes else None
+    try:
+        wanted_dtypes = {registry.parse_dtype(d) for d in dtypes} if dtypes else None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     units = [u for u in suite.units if wanted_dtypes is None or u.dtype in wanted_dtypes]
     if not units:
         have = sorted({registry.dtype_name(u.dtype) for u in suite.units})
@@ -103,13 +106,13 @@ class Runner:
         """Measure the suite; return the finished table's path."""
         use_interpreter_without_gpu()
         registry.load_all()
-        log, header, done = self._open_log()
-        suite = suites.load(header.suite, header.tier)
-        planned = plan(suite, header.selection.get("impls", ()), header.selection.get("dtypes", ()))
-        total = sum(len(p.impls) for p in planned)
-        finished = sum(1 for p in planned for name in p.impls if _key(p.unit, name) in done)
-        settings = WorkerSettings(self.device_type, header.selection["base_seed"], header.ceilings)
         try:
+            log, header, done = self._open_log()
+            suite = suites.load(header.selection.get("suite_file") or header.suite, header.tier)
+            planned = plan(suite, header.selection.get("impls", ()), header.selection.get("dtypes", ()))
+            total = sum(len(p.impls) for p in planned)
+            finished = sum(1 for p in planned for name in p.impls if _key(p.unit, name) in done)
+            settings = WorkerSettings(self.device_type, header.selection["base_seed"], header.ceilings)
             for item in planned:
                 remaining = [name for name in item.impls if _key(item.unit, name) not in done]
                 while remaining:
@@ -153,7 +156,8 @@ class Runner:
         started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         run_id = f"{started}_{environment['git_sha']}"
         header = RunHeader(run_id=run_id, suite=suite.name, tier=tier,
-                           selection={"impls": list(opts.impls), "dtypes": list(opts.dtypes), "base_seed": base_seed},
+                           selection={"impls": list(opts.impls), "dtypes": list(opts.dtypes), "base_seed": base_seed,
+                                      "suite_file": opts.suite if opts.suite.endswith(".toml") else ""},
                            environment=environment, ceilings=ceilings, started=started)
         path = opts.results_dir / suite.name / environment["device"] / f"{run_id}.jsonl"
         return RunLog.create(path, header), header, set()
@@ -205,16 +209,17 @@ class Runner:
         if self.worker is None:
             self.worker = self._start_worker(settings)
         self.worker.send("unit", (item.unit, impls))
-        in_flight = impls[0]
+        in_flight, since = impls[0], time.perf_counter()
         while True:
             message = self.worker.receive(self.options.unit_timeout_s)
             if message is None:
                 self._stop_worker()
-                yield self._failure(item, in_flight, "timeout", f"no result within {self.options.unit_timeout_s:.0f} s")
+                yield self._failure(item, in_flight, "timeout", f"no result within {self.options.unit_timeout_s:.0f} s",
+                                    time.perf_counter() - since)
                 return
             kind, payload = message
             if kind == "begin":
-                in_flight = payload
+                in_flight, since = payload, time.perf_counter()
                 self.on_begin(item, payload)
             elif kind == "row":
                 yield payload
@@ -223,16 +228,17 @@ class Runner:
                 return
             elif kind == "died":
                 self.worker = None
-                yield self._failure(item, in_flight, "crashed", str(payload))
+                yield self._failure(item, in_flight, "crashed", str(payload), time.perf_counter() - since)
                 return
             elif kind == "done":
                 return
 
-    def _failure(self, item: PlannedUnit, impl_name: str, status: str, reason: str) -> Row:
+    def _failure(self, item: PlannedUnit, impl_name: str, status: str, reason: str, elapsed_s: float) -> Row:
         impl = next(i for i in registry.implementations(item.unit.technique) if i.name == impl_name)
         return Row(technique=item.unit.technique, impl=impl_name, role=impl.role, case=item.unit.case.to_json(),
                    case_id=item.unit.case.id, dtype=registry.dtype_name(item.unit.dtype), direction=item.unit.direction,
-                   status=status, reason=reason, timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                   status=status, reason=reason, elapsed_s=round(elapsed_s, 2),
+                   timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     def _start_worker(self, settings: WorkerSettings):
         return WorkerProcess(settings) if self.options.isolate else LocalWorker(settings)

@@ -86,16 +86,15 @@ def load(name_or_path: str, tier: str) -> Suite:
     if requires not in ("cuda", "any"):
         raise UsageError(f"{where}: requires must be 'cuda' or 'any', got {requires!r}")
     seeds = _positive_int(data.get("seeds", 3), f"{where}: seeds")
-    checks = tuple(data.get("checks", CHECKS))
-    unknown = sorted(set(checks) - set(CHECKS))
-    if unknown:
-        raise UsageError(f"{where}: unknown checks {unknown} (accepted: {', '.join(CHECKS)})")
+    checks = _checks(data.get("checks", list(CHECKS)), where)
     groups = data.get("group", [])
     if not groups:
         raise UsageError(f"{where}: no [[group]] of cases")
     units = []
     for index, group in enumerate(groups, 1):
         units += _expand(group, f"{where}, group {index}", tier, seeds, checks)
+    if not units:
+        raise UsageError(f"{where} has no cases in tier {tier!r}")
     return Suite(path.stem, path, data.get("description", ""), requires, tuple(units))
 
 
@@ -132,6 +131,8 @@ def _expand(group: dict, where: str, tier: str, seeds: int, checks: tuple[str, .
                          + (f"; unknown {', '.join(extra)}" if extra else ""))
     lists = [grid[p] if isinstance(grid[p], list) else [grid[p]] for p in tech.parameters]
     units = []
+    group_seeds = _positive_int(group.get("seeds", seeds), f"{where}: seeds")
+    group_checks = _checks(group.get("checks", checks), where)
     for values in itertools.product(*lists):
         case = Case(tuple(zip(tech.parameters, values)))
         problem = tech.validate_case(case)
@@ -139,9 +140,17 @@ def _expand(group: dict, where: str, tier: str, seeds: int, checks: tuple[str, .
             raise UsageError(f"{where}: case {case.id}: {problem}")
         for dtype in dtypes:
             for direction in directions:
-                units.append(Unit(name, case, dtype, direction, group.get("seeds", seeds),
-                                  tuple(group.get("checks", checks)), exclude))
+                units.append(Unit(name, case, dtype, direction, group_seeds, group_checks, exclude))
     return units
+
+
+def _checks(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise UsageError(f"{where}: checks must be a list (accepted: {', '.join(CHECKS)}), got {value!r}")
+    unknown = sorted(set(value) - set(CHECKS))
+    if unknown:
+        raise UsageError(f"{where}: unknown checks {unknown} (accepted: {', '.join(CHECKS)})")
+    return tuple(value)
 
 
 def _positive_int(value: object, what: str) -> int:

@@ -7,6 +7,7 @@ import math
 import torch
 
 from implementations.attention import triton_backward, triton_forward
+from implementations.attention.triton_common import tma_compatible
 
 HEAD_DIMS = (16, 32, 64, 128, 256)
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -54,8 +55,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
     reason = unsupported_reason(head_dim, q.dtype)
     if reason:
         raise ValueError(reason)
-    # TMA descriptors need unit stride along D and 16-byte aligned rows.
-    q, k, v = (t if t.stride(-1) == 1 and (t.stride(2) * t.element_size()) % 16 == 0 else t.contiguous()
-               for t in (q, k, v))
+    q, k, v = (tma_compatible(t) for t in (q, k, v))
     scale = 1.0 / math.sqrt(head_dim) if sm_scale is None else sm_scale
     return _FlashAttention.apply(q, k, v, causal, scale)

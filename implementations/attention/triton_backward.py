@@ -21,7 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
-from implementations.attention.triton_common import architecture, dot_precision, use_descriptor_scratch
+from implementations.attention.triton_common import (architecture, dot_precision, tma_compatible,
+                                                     use_descriptor_scratch)
 from implementations.attention.triton_forward import LOG2E
 
 
@@ -209,7 +210,7 @@ def _tuned(kernel, arch: str):
 def backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
              lse: torch.Tensor, causal: bool, sm_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """dQ, dK, dV for attention saved by `triton_forward.forward` (lse in base 2)."""
-    do = do.contiguous()
+    do = tma_compatible(do.contiguous())  # the delta kernel reads dO as contiguous
     delta = row_dot(out, do)
     dk, dv = dkdv(q, k, v, do, lse, delta, causal, sm_scale)
     return dq(q, k, v, do, lse, delta, causal, sm_scale), dk, dv

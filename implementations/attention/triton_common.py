@@ -38,6 +38,16 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
+def tma_compatible(t: torch.Tensor) -> torch.Tensor:
+    """`t` itself when TMA descriptors can read it in place (unit stride along the last dim,
+    16-byte aligned base and strides), else an aligned contiguous copy. `.contiguous()` is not
+    enough: a contiguous view can start off a 16-byte boundary."""
+    size = t.element_size()
+    aligned = t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all(
+        (stride * size) % 16 == 0 for stride, extent in zip(t.stride()[:-1], t.shape[:-1]) if extent > 1)
+    return t if aligned else t.clone(memory_format=torch.contiguous_format)
+
+
 def use_descriptor_scratch(device: torch.device) -> None:
     """Kernels build TMA tensor descriptors on the device; Triton asks for scratch memory."""
     triton.set_allocator(_allocator(device))
