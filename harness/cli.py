@@ -94,6 +94,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     from harness import report, results
 
     frame = results.read_table(Path(args.file))
+    wanted = _split(args.impl)
+    if wanted:
+        unknown = sorted(set(wanted) - set(frame["impl"]))
+        if unknown:
+            raise UsageError(f"{args.file} has no rows of implementation {unknown[0]!r} "
+                             f"(it has: {', '.join(sorted(set(frame['impl'])))})")
+        frame = frame[frame["impl"].isin(wanted)]
     if args.markdown:
         print(report.markdown(report.summarize(frame)), end="")
     else:
@@ -167,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print a result table")
     p.add_argument("file", help="a .parquet result table (or a .jsonl log of a run in progress)")
     p.add_argument("--markdown", action="store_true", help="print a markdown table (for docs/)")
+    p.add_argument("--impl", action="append", help="only these implementations (comma-separated or repeated)")
     p.set_defaults(command=cmd_show)
 
     p = sub.add_parser("env", help="print what this machine's results would depend on")

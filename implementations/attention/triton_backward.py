@@ -21,13 +21,9 @@ import torch
 import triton
 import triton.language as tl
 
-from implementations.attention.triton_common import (architecture, dot_precision, tma_compatible,
-                                                     use_descriptor_scratch)
+from implementations.attention.triton_common import (architecture, dot_precision, prune_for_shared_memory,
+                                                     tiling, tma_compatible, use_descriptor_scratch)
 from implementations.attention.triton_forward import LOG2E
-
-
-def _config(block_m: int, block_n: int, warps: int, stages: int) -> triton.Config:
-    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=warps, num_stages=stages)
 
 
 # Hopper's candidates won `python -m implementations.attention.tune` on an H100 (bf16, D128, N4096,
@@ -35,30 +31,22 @@ def _config(block_m: int, block_n: int, warps: int, stages: int) -> triton.Confi
 # 64x128x8x3 438 causal; dQ 128x32x8x3 590 and 64x64x4x2 565 non-causal.
 # dK/dV: BLOCK_N keys stay resident while BLOCK_M-query tiles stream past (BLOCK_N % BLOCK_M == 0).
 DKDV_CONFIGS = {
-    "interpreter": [_config(16, 32, 4, 1)],
-    "sm90": [_config(64, 64, 4, 2), _config(64, 128, 8, 3)],
-    "sm100": [_config(64, 128, 8, 2), _config(64, 64, 4, 2)],
-    "sm80": [_config(64, 128, 8, 2), _config(32, 64, 4, 2)],
-    "sm8x": [_config(32, 64, 4, 2), _config(16, 64, 4, 2)],
-    "other": [_config(32, 64, 4, 1)],
+    "interpreter": [tiling(16, 32, 4, 1)],
+    "sm90": [tiling(64, 64, 4, 2), tiling(64, 128, 8, 3)],
+    "sm100": [tiling(64, 128, 8, 2), tiling(64, 64, 4, 2)],
+    "sm80": [tiling(64, 128, 8, 2), tiling(32, 64, 4, 2)],
+    "sm8x": [tiling(32, 64, 4, 2), tiling(16, 64, 4, 2)],
+    "other": [tiling(32, 64, 4, 1)],
 }
 # dQ: BLOCK_M queries stay resident while BLOCK_N-key tiles stream past (BLOCK_M % BLOCK_N == 0).
 DQ_CONFIGS = {
-    "interpreter": [_config(32, 16, 4, 1)],
-    "sm90": [_config(128, 32, 8, 3), _config(64, 64, 4, 2)],
-    "sm100": [_config(128, 64, 8, 2), _config(64, 64, 4, 2)],
-    "sm80": [_config(128, 64, 8, 2), _config(64, 32, 4, 2)],
-    "sm8x": [_config(64, 32, 4, 2), _config(64, 16, 4, 2)],
-    "other": [_config(64, 32, 4, 1)],
+    "interpreter": [tiling(32, 16, 4, 1)],
+    "sm90": [tiling(128, 32, 8, 3), tiling(64, 64, 4, 2)],
+    "sm100": [tiling(128, 64, 8, 2), tiling(64, 64, 4, 2)],
+    "sm80": [tiling(128, 64, 8, 2), tiling(64, 32, 4, 2)],
+    "sm8x": [tiling(64, 32, 4, 2), tiling(64, 16, 4, 2)],
+    "other": [tiling(64, 32, 4, 1)],
 }
-
-
-def _prune(configs, named_args, **kwargs):
-    """float32 and head dims above 128 need the smaller tiles to fit shared memory."""
-    if named_args["Q"].dtype == torch.float32 or {**named_args, **kwargs}["HEAD_DIM"] > 128:
-        small = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64]
-        return small or configs[-1:]
-    return configs
 
 
 @triton.jit
@@ -204,7 +192,7 @@ def _attention_dq(Q, K, V, DO, LSE, DELTA, DQ, qk_scale, sm_scale,
 def _tuned(kernel, arch: str):
     configs = (DKDV_CONFIGS if kernel is _attention_dkdv else DQ_CONFIGS)[arch]
     return triton.autotune(configs, key=["N_CTX", "HEAD_DIM", "CAUSAL", "GROUP"],
-                           prune_configs_by={"early_config_prune": _prune})(kernel)
+                           prune_configs_by={"early_config_prune": prune_for_shared_memory})(kernel)
 
 
 def backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,

@@ -18,34 +18,23 @@ import torch
 import triton
 import triton.language as tl
 
-from implementations.attention.triton_common import architecture, dot_precision, use_descriptor_scratch
+from implementations.attention.triton_common import (architecture, dot_precision, prune_for_shared_memory,
+                                                     tiling, use_descriptor_scratch)
 
 LOG2E = 1.4426950408889634
-
-
-def _config(block_m: int, block_n: int, warps: int, stages: int) -> triton.Config:
-    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=warps, num_stages=stages)
 
 
 # Candidate tilings per architecture (block_m, block_n, warps, stages); the autotuner picks per
 # shape. Hopper's three won `python -m implementations.attention.tune` on an H100 (bf16, D128,
 # N4096): 128x128x8x3 462 TFLOP/s and 128x64x8x4 452 non-causal, 64x64x4x3 406 causal (of 11).
 FORWARD_CONFIGS = {
-    "interpreter": [_config(32, 16, 4, 1)],
-    "sm90": [_config(128, 128, 8, 3), _config(128, 64, 8, 4), _config(64, 64, 4, 3)],
-    "sm100": [_config(128, 64, 8, 3), _config(128, 128, 8, 2), _config(64, 64, 4, 3)],
-    "sm80": [_config(128, 64, 4, 3), _config(128, 32, 4, 3), _config(64, 64, 4, 3)],
-    "sm8x": [_config(64, 64, 4, 2), _config(128, 32, 4, 2), _config(64, 32, 4, 2)],
-    "other": [_config(64, 64, 4, 2), _config(64, 32, 4, 1)],
+    "interpreter": [tiling(32, 16, 4, 1)],
+    "sm90": [tiling(128, 128, 8, 3), tiling(128, 64, 8, 4), tiling(64, 64, 4, 3)],
+    "sm100": [tiling(128, 64, 8, 3), tiling(128, 128, 8, 2), tiling(64, 64, 4, 3)],
+    "sm80": [tiling(128, 64, 4, 3), tiling(128, 32, 4, 3), tiling(64, 64, 4, 3)],
+    "sm8x": [tiling(64, 64, 4, 2), tiling(128, 32, 4, 2), tiling(64, 32, 4, 2)],
+    "other": [tiling(64, 64, 4, 2), tiling(64, 32, 4, 1)],
 }
-
-
-def _prune(configs, named_args, **kwargs):
-    """float32 tiles are twice the bytes: keep the tilings that fit shared memory."""
-    if named_args["Q"].dtype == torch.float32 or {**named_args, **kwargs}["HEAD_DIM"] > 128:
-        small = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64]
-        return small or configs[-1:]
-    return configs
 
 
 @triton.jit
@@ -159,4 +148,4 @@ def _tuned_forward(arch: str):
     """The kernel autotuned over this architecture's candidates (tuned once per shape key,
     during the harness's warm-up, never inside a timed region)."""
     return triton.autotune(FORWARD_CONFIGS[arch], key=["N_CTX", "HEAD_DIM", "CAUSAL"],
-                           prune_configs_by={"early_config_prune": _prune})(_attention_forward)
+                           prune_configs_by={"early_config_prune": prune_for_shared_memory})(_attention_forward)

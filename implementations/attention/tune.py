@@ -17,10 +17,10 @@ import sys
 import time
 
 import torch
-import triton
 
 from harness.timing import Timer, TimingPolicy
 from implementations.attention import triton_backward, triton_forward
+from implementations.attention.triton_common import tiling as make_tiling
 
 SHAPES = [  # B, H, N, D, causal
     (4, 16, 4096, 128, False),
@@ -35,10 +35,6 @@ DKDV_SPACE = [(bm, bn, w, s) for bm, bn in ((64, 128), (32, 128), (64, 64), (32,
               for w in (4, 8) for s in (2, 3) if not (bn == 64 and w == 8)]
 DQ_SPACE = [(bm, bn, w, s) for bm, bn in ((128, 64), (128, 32), (64, 64), (64, 32), (128, 128))
             for w in (4, 8) for s in (2, 3) if not (bm == 64 and w == 8)]
-
-
-def _config(block_m: int, block_n: int, warps: int, stages: int) -> triton.Config:
-    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=warps, num_stages=stages)
 
 
 def sweep(budget_s: float, head_dims: set[int] | None = None) -> list[dict]:
@@ -70,7 +66,7 @@ def sweep(budget_s: float, head_dims: set[int] | None = None) -> list[dict]:
                 row = {"kernel": name, "B": batch, "H": heads, "N": n_ctx, "D": head_dim, "causal": causal,
                        "tiling": "x".join(map(str, tiling)), "ms": math.nan, "tflops": math.nan, "note": ""}
                 try:
-                    config = _config(*tiling)
+                    config = make_tiling(*tiling)
                     result = _flat(run(config))
                     if baseline is None:
                         baseline = result
