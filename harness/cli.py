@@ -2,7 +2,8 @@
 
 Bad input (an unknown suite, implementation or dtype, a case no selected kernel
 supports, no GPU for a GPU-only implementation, a corrupt or foreign result file) prints
-one line starting with "error:" and exits with 2, never a traceback.
+one line starting with "error:" and exits with 2, never a traceback. `bench run` exits
+with 1 when a row failed (incorrect, error, oom, crashed, timeout), 0 when none did.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print_summary(frame, str(table))
     failed = frame[~frame.status.isin(["ok", "unavailable", "unsupported"])]
     console.print(f"wrote {table} ({len(frame)} rows, {len(failed)} failed)")
-    return 0
+    return 1 if len(failed) else 0  # a CI job fails on a wrong or broken kernel; the table is written either way
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -123,9 +123,7 @@ class Measurer:
                                     f"the reference's own {ref_err.rel_err:.3g}, {ref_err.max_abs_err:.3g}")
                 errors[name] = errors[name].worst(err) if name in errors else err
             del got
-        worst_ref = _worst(expected[0].reference_error.values())
-        for want in expected[1:]:
-            worst_ref = worst_ref.worst(_worst(want.reference_error.values()))
+        worst_ref = _worst(e for want in expected for e in want.reference_error.values())
         worst = _worst(errors.values())
         row.correct, row.n_seeds = not failures, len(seeds)
         row.rel_err, row.max_abs_err = worst.rel_err, worst.max_abs_err

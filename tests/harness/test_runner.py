@@ -89,9 +89,9 @@ def in_process_run(tmp_path_factory):
     return code, console.export_text(), stdout.getvalue(), table, read_table(table)
 
 
-def test_in_process_run_exits_zero_and_reports_the_table(in_process_run):
+def test_a_run_with_failed_rows_exits_one_and_reports_the_table(in_process_run):
     code, output, _, table, frame = in_process_run
-    assert code == 0
+    assert code == 1
     assert f"wrote {table} (33 rows, 7 failed)" in output
 
 
@@ -233,7 +233,7 @@ def test_bench_show_prints_the_table_and_markdown(in_process_run, bench, wide_co
 def test_isolated_run_records_a_crash_and_measures_the_rest(fake, suite_dir, tmp_path, bench, wide_console):
     suite_dir("crashy", fake_suite(n_values=(fake.CRASH_N, 64)))
     code, out, err = bench("run", "crashy", "--results", tmp_path / "results")
-    assert code == 0, err
+    assert code == 1, err  # the crash is a failed row
     frame = read_table(_only_table(tmp_path / "results", "crashy"))
     assert len(frame) == 2 * len(ORDER)
     assert _statuses(frame, "N=13", "float32", "fwd") == FWD_FP32_N13
@@ -287,7 +287,7 @@ def test_resume_finishes_an_interrupted_run_keeping_its_rows(fake, suite_dir, pi
     assert code == 2 and err.startswith("error: --resume continues a run with its own tier and selection")
 
     code, out, err = bench("run", "resumable", "--resume", "--no-isolate", "--results", results_dir)
-    assert code == 0, err
+    assert code == 1, err  # the run includes the `wrong` implementation: its rows fail
     table = _only_table(results_dir, "resumable")
     assert table.stem == log.stem == header.run_id
     frame = read_table(table)
@@ -335,7 +335,7 @@ def test_resume_after_a_torn_final_line_finishes_the_run(fake, suite_dir, pinned
     with open(log, "a") as f:
         f.write('{"kind": "row", "technique": "fake", "im')
     code, _, err = bench("run", "resumable", "--resume", log, "--no-isolate", "--results", tmp_path / "results")
-    assert code == 0, err
+    assert code == 1, err  # `wrong` fails; the run finishes
     assert len(read_table(_only_table(tmp_path / "results", "resumable"))) == 8
 
 
