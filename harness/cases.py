@@ -41,7 +41,7 @@ class Case:
     @property
     def id(self) -> str:
         """Stable, human-readable key: 'B=4,H=16,N=4096,D=128,causal=true'."""
-        return ",".join(f"{key}={_show(value)}" for key, value in self.params)
+        return ",".join(f"{key}={format_value(value)}" for key, value in self.params)
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict())
@@ -51,5 +51,6 @@ class Case:
         return cls.from_mapping(json.loads(text))
 
 
-def _show(value: Value) -> str:
+def format_value(value: Value) -> str:
+    """How a parameter value is written in case ids and --case filters: true/false for booleans."""
     return str(value).lower() if isinstance(value, bool) else str(value)

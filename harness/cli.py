@@ -63,7 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     resume: Path | bool = Path(args.resume) if args.resume not in (None, True) else bool(args.resume)
     options = RunOptions(suite=args.suite, tier=args.tier, impls=tuple(_split(args.impl)),
-                         dtypes=tuple(_split(args.dtype)), resume=resume, results_dir=Path(args.results),
+                         dtypes=tuple(_split(args.dtype)), cases=tuple(_split(args.case)), resume=resume,
+                         results_dir=Path(args.results),
                          isolate=not args.no_isolate)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as progress:
@@ -166,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tier", choices=["quick", "full"], default=None, help="quick (default) or full")
     p.add_argument("--impl", action="append", help="only these implementations (comma-separated or repeated)")
     p.add_argument("--dtype", action="append", help="only these dtypes (bfloat16, float16, float32)")
+    p.add_argument("--case", action="append", help="only cases with these parameters, KEY=VALUE (e.g. D=64,causal=true)")
     p.add_argument("--resume", nargs="?", const=True, default=None,
                    help="continue the newest unfinished run of this suite (or the given .jsonl log)")
     p.add_argument("--results", default="results", help="results folder (default: results)")

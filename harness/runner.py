@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 import torch
 
 from harness import registry, suites
+from harness.cases import format_value
 from harness.errors import UsageError
 from harness.results import Row, RunHeader, RunLog, finalize
 from harness.suites import Suite, Unit
@@ -31,6 +32,7 @@ class RunOptions:
     tier: str | None = None  # None: quick, or the resumed run's tier
     impls: tuple[str, ...] = ()  # empty: every implementation
     dtypes: tuple[str, ...] = ()  # empty: the suite's dtypes
+    cases: tuple[str, ...] = ()  # "K=V" filters on case parameters, e.g. ("D=64", "causal=true")
     resume: Path | bool = False  # True: the newest unfinished log of this suite and device
     results_dir: Path = Path("results")
     isolate: bool = True  # measure in a child process (False: in this process, for debugging)
@@ -52,9 +54,10 @@ def device_for(suite: Suite) -> torch.device:
     return torch.device("cpu")
 
 
-def plan(suite: Suite, impls: Iterable[str] = (), dtypes: Iterable[str] = ()) -> list[PlannedUnit]:
-    """Expand the suite against the registry, applying the --impl and --dtype filters;
-    refuse a filter that names nothing, or an explicitly named implementation that
+def plan(suite: Suite, impls: Iterable[str] = (), dtypes: Iterable[str] = (),
+         cases: Iterable[str] = ()) -> list[PlannedUnit]:
+    """Expand the suite against the registry, applying the --impl, --dtype and --case
+    filters; refuse a filter that names nothing, or an explicitly named implementation that
     cannot run here or at any of the suite's cases."""
     try:
         wanted_dtypes = {registry.parse_dtype(d) for d in dtypes} if dtypes else None
@@ -64,6 +67,7 @@ def plan(suite: Suite, impls: Iterable[str] = (), dtypes: Iterable[str] = ()) ->
     if not units:
         have = sorted({registry.dtype_name(u.dtype) for u in suite.units})
         raise UsageError(f"suite {suite.name!r} has no cases in dtype {', '.join(dtypes)} (its dtypes: {', '.join(have)})")
+    units = _matching(units, list(cases), suite.name)
     known = {impl.name: impl for t in suite.techniques for impl in registry.implementations(t)}
     unknown = [name for name in impls if name not in known]
     if unknown:
@@ -94,6 +98,26 @@ def plan(suite: Suite, impls: Iterable[str] = (), dtypes: Iterable[str] = ()) ->
     return planned
 
 
+def _matching(units: list[Unit], filters: list[str], suite_name: str) -> list[Unit]:
+    """The units whose case has every KEY=VALUE of `filters` (values written as in case ids)."""
+    wanted = {}
+    for text in filters:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--case takes KEY=VALUE (e.g. D=64 or causal=true), got {text!r}")
+        wanted[key.strip()] = value.strip()
+    parameters = {key for unit in units for key in unit.case.keys()}
+    unknown = sorted(set(wanted) - parameters)
+    if unknown:
+        raise UsageError(f"--case names {unknown[0]!r}, not a parameter of suite {suite_name!r} "
+                         f"(parameters: {', '.join(sorted(parameters))})")
+    kept = [u for u in units
+            if all(key in u.case.keys() and format_value(u.case[key]) == value for key, value in wanted.items())]
+    if not kept:
+        raise UsageError(f"no case of suite {suite_name!r} matches {', '.join(filters)}")
+    return kept
+
+
 class Runner:
     def __init__(self, options: RunOptions, on_row: Callable[[Row, int, int], None] = lambda row, done, total: None,
                  on_begin: Callable[[PlannedUnit, str], None] = lambda planned, impl: None):
@@ -109,7 +133,8 @@ class Runner:
         try:
             log, header, done = self._open_log()
             suite = suites.load(header.selection.get("suite_file") or header.suite, header.tier)
-            planned = plan(suite, header.selection.get("impls", ()), header.selection.get("dtypes", ()))
+            planned = plan(suite, header.selection.get("impls", ()), header.selection.get("dtypes", ()),
+                           header.selection.get("cases", ()))
             total = sum(len(p.impls) for p in planned)
             finished = sum(1 for p in planned for name in p.impls if _key(p.unit, name) in done)
             settings = WorkerSettings(self.device_type, header.selection["base_seed"], header.ceilings)
@@ -134,8 +159,9 @@ class Runner:
             header, rows = log.read()
             if header.suite != Path(opts.suite).stem:
                 raise UsageError(f"{log.path} is a run of suite {header.suite!r}, not {opts.suite!r}")
-            if opts.tier or opts.impls or opts.dtypes:
-                raise UsageError("--resume continues a run with its own tier and selection; drop --tier, --impl and --dtype")
+            if opts.tier or opts.impls or opts.dtypes or opts.cases:
+                raise UsageError("--resume continues a run with its own tier and selection; "
+                                 "drop --tier, --impl, --dtype and --case")
             self.device_type = "cuda" if header.environment.get("interpreter") is False else "cpu"
             self._check_same_device(header)
             self._check_same_code(header)
@@ -144,7 +170,7 @@ class Runner:
         suite = suites.load(opts.suite, tier)
         device = device_for(suite)
         self.device_type = device.type
-        plan(suite, opts.impls, opts.dtypes)  # refuse bad filters before any work
+        plan(suite, opts.impls, opts.dtypes, opts.cases)  # refuse bad filters before any work
         dtypes = sorted({registry.dtype_name(u.dtype) for u in suite.units})
         base_seed = random.SystemRandom().randrange(2**31)
         self.worker = self._start_worker(WorkerSettings(device.type, base_seed))
@@ -156,7 +182,8 @@ class Runner:
         started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         run_id = f"{started}_{environment['git_sha']}"
         header = RunHeader(run_id=run_id, suite=suite.name, tier=tier,
-                           selection={"impls": list(opts.impls), "dtypes": list(opts.dtypes), "base_seed": base_seed,
+                           selection={"impls": list(opts.impls), "dtypes": list(opts.dtypes), "cases": list(opts.cases),
+                                      "base_seed": base_seed,
                                       "suite_file": opts.suite if opts.suite.endswith(".toml") else ""},
                            environment=environment, ceilings=ceilings, started=started)
         path = opts.results_dir / suite.name / environment["device"] / f"{run_id}.jsonl"

@@ -26,13 +26,14 @@ from implementations.attention.triton_common import (architecture, dot_precision
 from implementations.attention.triton_forward import LOG2E
 
 
-# Hopper's candidates won `python -m implementations.attention.tune` on an H100 (bf16, D128, N4096,
-# TFLOP/s counting the kernel's own matmuls): dK/dV 64x64x4x2 556 and 64x128x8x3 527 non-causal,
-# 64x128x8x3 438 causal; dQ 128x32x8x3 590 and 64x64x4x2 565 non-causal.
+# Hopper's candidates won `python -m implementations.attention.tune` on an H100 (bf16, TFLOP/s counting
+# the kernel's own matmuls): D128 N4096 dK/dV 64x64x4x2 556 and 64x128x8x3 527 non-causal, 64x128x8x3
+# 438 causal; dQ 128x32x8x3 590 and 64x64x4x2 565 non-causal. D64 N2048: dK/dV 32x128x4x3 399
+# non-causal, 321 causal; dQ 128x64x8x3 533 non-causal, 412 causal.
 # dK/dV: BLOCK_N keys stay resident while BLOCK_M-query tiles stream past (BLOCK_N % BLOCK_M == 0).
 DKDV_CONFIGS = {
     "interpreter": [tiling(16, 32, 4, 1)],
-    "sm90": [tiling(64, 64, 4, 2), tiling(64, 128, 8, 3)],
+    "sm90": [tiling(64, 64, 4, 2), tiling(64, 128, 8, 3), tiling(32, 128, 4, 3)],
     "sm100": [tiling(64, 128, 8, 2), tiling(64, 64, 4, 2)],
     "sm80": [tiling(64, 128, 8, 2), tiling(32, 64, 4, 2)],
     "sm8x": [tiling(32, 64, 4, 2), tiling(16, 64, 4, 2)],
@@ -41,7 +42,7 @@ DKDV_CONFIGS = {
 # dQ: BLOCK_M queries stay resident while BLOCK_N-key tiles stream past (BLOCK_M % BLOCK_N == 0).
 DQ_CONFIGS = {
     "interpreter": [tiling(32, 16, 4, 1)],
-    "sm90": [tiling(128, 32, 8, 3), tiling(64, 64, 4, 2)],
+    "sm90": [tiling(128, 32, 8, 3), tiling(128, 64, 8, 3), tiling(64, 64, 4, 2)],
     "sm100": [tiling(128, 64, 8, 2), tiling(64, 64, 4, 2)],
     "sm80": [tiling(128, 64, 8, 2), tiling(64, 32, 4, 2)],
     "sm8x": [tiling(64, 32, 4, 2), tiling(64, 16, 4, 2)],

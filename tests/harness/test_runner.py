@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from harness import registry, suites
+from harness.errors import UsageError
 from harness.results import COLUMNS, RunLog, read_table
 from harness.runner import Runner, RunOptions, plan
 from tests.harness.helpers import fake_suite
@@ -374,3 +375,17 @@ def test_plan_leaves_out_what_a_group_excludes(fake, tmp_path):
     assert planned[0].impls == tuple(ORDER)
     assert planned[1].impls == tuple(n for n in ORDER if n not in ("crashes", "wrong"))
     assert [p.impls for p in plan(suite, impls=("wrong",))] == [("wrong",)]
+
+
+def test_plan_case_filter_keeps_the_matching_cases_and_refuses_what_matches_nothing(fake, tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text(fake_suite(n_values=(8, 16, 160)))
+    suite = suites.load(str(path), "quick")
+    assert [p.unit.case.id for p in plan(suite, cases=("N=16",))] == ["N=16"]  # not N=160
+    assert [p.unit.case.id for p in plan(suite, cases=(" N = 160 ",))] == ["N=160"]
+    with pytest.raises(UsageError, match=r"^--case names 'D', not a parameter of suite 'p' \(parameters: N\)$"):
+        plan(suite, cases=("D=64",))
+    with pytest.raises(UsageError, match=r"^no case of suite 'p' matches N=32$"):
+        plan(suite, cases=("N=32",))
+    with pytest.raises(UsageError, match=r"^--case takes KEY=VALUE"):
+        plan(suite, cases=("N",))
