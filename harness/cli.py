@@ -67,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                          results_dir=Path(args.results),
                          isolate=not args.no_isolate)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
+                  console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task(f"{args.suite}: preparing (environment, ceilings)", total=None)
 
         def on_begin(planned, impl: str) -> None:
