@@ -29,7 +29,7 @@ from harness.correctness import ErrorStats, bitwise_equal, compare_outputs, pass
 from harness.environment import code_hash, gpu_state
 from harness.errors import Unsupported
 from harness.registry import Implementation, Inputs, Technique, dtype_name
-from harness.results import Row
+from harness.results import Row, utc_now
 from harness.suites import Unit
 from harness.timing import Timer
 
@@ -81,7 +81,7 @@ class Measurer:
             except Exception as e:  # any failure of one implementation is a row, never the end of the run
                 row.status, row.reason = "error", f"{type(e).__name__}: {_one_line(e)}"
             finally:
-                row.timestamp = _utc_now()
+                row.timestamp = utc_now()
                 row.elapsed_s = round(time.perf_counter() - started, 2)
                 gc.collect()
                 if self.device.type == "cuda":
@@ -310,7 +310,3 @@ def _one_line(e: BaseException) -> str:
     text = str(e).strip()
     line = text.splitlines()[0] if text else type(e).__name__
     return line[:400]
-
-
-def _utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,8 @@ class RunLog:
             f.seek(-1, os.SEEK_END)
             if f.read(1) == b"\n":
                 return
-            data = f.seek(0) or f.read()
+            f.seek(0)
+            data = f.read()
         with open(self.path, "r+b") as f:
             f.truncate(data.rfind(b"\n") + 1)
 
@@ -253,6 +255,11 @@ def read_sidecar(table: Path) -> dict[str, Any]:
 
 def unfinished_logs(directory: Path) -> list[Path]:
     return sorted(Path(directory).glob("*.jsonl"))
+
+
+def utc_now() -> str:
+    """A row's timestamp: UTC, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _check_version(path: Path, version: Any) -> None:

@@ -21,7 +21,7 @@ import torch
 from harness import registry, suites
 from harness.cases import format_value
 from harness.errors import UsageError
-from harness.results import Row, RunHeader, RunLog, finalize
+from harness.results import Row, RunHeader, RunLog, finalize, utc_now
 from harness.suites import Suite, Unit
 from harness.worker import Session, WorkerProcess, WorkerSettings
 
@@ -131,10 +131,7 @@ class Runner:
         use_interpreter_without_gpu()
         registry.load_all()
         try:
-            log, header, done = self._open_log()
-            suite = suites.load(header.selection.get("suite_file") or header.suite, header.tier)
-            planned = plan(suite, header.selection.get("impls", ()), header.selection.get("dtypes", ()),
-                           header.selection.get("cases", ()))
+            log, header, planned, done = self._open_log()
             total = sum(len(p.impls) for p in planned)
             finished = sum(1 for p in planned for name in p.impls if _key(p.unit, name) in done)
             settings = WorkerSettings(self.device_type, header.selection["base_seed"], header.ceilings)
@@ -152,7 +149,8 @@ class Runner:
 
     # -- the log -------------------------------------------------------------------------------
 
-    def _open_log(self) -> tuple[RunLog, RunHeader, set]:
+    def _open_log(self) -> tuple[RunLog, RunHeader, list[PlannedUnit], set]:
+        """The run's log and header, its plan, and the keys of the rows already logged."""
         opts = self.options
         if opts.resume:
             log = self._log_to_resume()
@@ -165,12 +163,15 @@ class Runner:
             self.device_type = "cuda" if header.environment.get("interpreter") is False else "cpu"
             self._check_same_device(header)
             self._check_same_code(header)
-            return log, header, {row.key for row in rows}
+            suite = suites.load(header.selection.get("suite_file") or header.suite, header.tier)
+            planned = plan(suite, header.selection.get("impls", ()), header.selection.get("dtypes", ()),
+                           header.selection.get("cases", ()))
+            return log, header, planned, {row.key for row in rows}
         tier = opts.tier or "quick"
         suite = suites.load(opts.suite, tier)
         device = device_for(suite)
         self.device_type = device.type
-        plan(suite, opts.impls, opts.dtypes, opts.cases)  # refuse bad filters before any work
+        planned = plan(suite, opts.impls, opts.dtypes, opts.cases)  # refuses bad filters before any work
         dtypes = sorted({registry.dtype_name(u.dtype) for u in suite.units})
         base_seed = random.SystemRandom().randrange(2**31)
         self.worker = self._start_worker(WorkerSettings(device.type, base_seed))
@@ -187,7 +188,7 @@ class Runner:
                                       "suite_file": opts.suite if opts.suite.endswith(".toml") else ""},
                            environment=environment, ceilings=ceilings, started=started)
         path = opts.results_dir / suite.name / environment["device"] / f"{run_id}.jsonl"
-        return RunLog.create(path, header), header, set()
+        return RunLog.create(path, header), header, planned, set()
 
     def _log_to_resume(self) -> RunLog:
         resume = self.options.resume
@@ -264,8 +265,7 @@ class Runner:
         impl = next(i for i in registry.implementations(item.unit.technique) if i.name == impl_name)
         return Row(technique=item.unit.technique, impl=impl_name, role=impl.role, case=item.unit.case.to_json(),
                    case_id=item.unit.case.id, dtype=registry.dtype_name(item.unit.dtype), direction=item.unit.direction,
-                   status=status, reason=reason, elapsed_s=round(elapsed_s, 2),
-                   timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                   status=status, reason=reason, elapsed_s=round(elapsed_s, 2), timestamp=utc_now())
 
     def _start_worker(self, settings: WorkerSettings):
         return WorkerProcess(settings) if self.options.isolate else LocalWorker(settings)
