@@ -7,7 +7,7 @@ import math
 import torch
 
 from implementations.attention import triton_backward, triton_forward
-from implementations.attention.triton_common import tma_compatible
+from implementations.triton_support import tma_compatible
 
 HEAD_DIMS = (16, 32, 64, 128, 256)
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)

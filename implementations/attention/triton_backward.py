@@ -21,8 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
-from implementations.attention.triton_common import (architecture, dot_precision, prune_for_shared_memory,
-                                                     tiling, tma_compatible, use_descriptor_scratch)
+from implementations.attention.triton_common import prune_for_shared_memory, tiling
+from implementations.triton_support import architecture, dot_precision, tma_compatible, use_descriptor_scratch
 from implementations.attention.triton_forward import LOG2E
 
 

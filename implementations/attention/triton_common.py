@@ -1,35 +1,10 @@
-"""What the attention kernels' launchers share: the target architecture, the tensor-descriptor
-scratch allocator, and the dot precision for a dtype."""
+"""The attention kernels' autotuning candidates: one tiling, and the pruning hook that keeps
+large tiles away from float32 and wide heads."""
 
 from __future__ import annotations
 
-import functools
-import os
-
 import torch
 import triton
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def architecture() -> str:
-    """'interpreter', 'sm90' (Hopper), 'sm100' (Blackwell), 'sm80' (A100), 'sm8x' (consumer
-    Ampere and Ada: about 100 KB of shared memory a block) or 'other'. Read when a kernel is
-    first launched, never at import."""
-    if interpreting() or not torch.cuda.is_available():
-        return "interpreter"
-    if torch.version.hip:
-        return "other"
-    major, minor = torch.cuda.get_device_capability()
-    if major >= 10:
-        return "sm100"
-    if major == 9:
-        return "sm90"
-    if (major, minor) == (8, 0):
-        return "sm80"
-    return "sm8x" if major == 8 else "other"
 
 
 def tiling(block_m: int, block_n: int, warps: int, stages: int) -> triton.Config:
@@ -44,32 +19,3 @@ def prune_for_shared_memory(configs: list[triton.Config], named_args: dict, **kw
         small = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64]
         return small or configs[-1:]
     return configs
-
-
-def dot_precision(dtype: torch.dtype) -> str:
-    """float32 runs as true float32 ('ieee'), not TF32, so an fp32 row means fp32; the
-    setting is ignored for 16-bit operands."""
-    return "ieee" if dtype == torch.float32 else "tf32"
-
-
-def tma_compatible(t: torch.Tensor) -> torch.Tensor:
-    """`t` itself when TMA descriptors can read it in place (unit stride along the last dim,
-    16-byte aligned base and strides), else an aligned contiguous copy. `.contiguous()` is not
-    enough: a contiguous view can start off a 16-byte boundary."""
-    size = t.element_size()
-    aligned = t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all(
-        (stride * size) % 16 == 0 for stride, extent in zip(t.stride()[:-1], t.shape[:-1]) if extent > 1)
-    return t if aligned else t.clone(memory_format=torch.contiguous_format)
-
-
-def use_descriptor_scratch(device: torch.device) -> None:
-    """Kernels build TMA tensor descriptors on the device; Triton asks for scratch memory."""
-    triton.set_allocator(_allocator(device))
-
-
-@functools.cache
-def _allocator(device: torch.device):
-    def allocate(size: int, alignment: int, stream):
-        return torch.empty(size, dtype=torch.int8, device=device)
-
-    return allocate

@@ -18,8 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from implementations.attention.triton_common import (architecture, dot_precision, prune_for_shared_memory,
-                                                     tiling, use_descriptor_scratch)
+from implementations.attention.triton_common import prune_for_shared_memory, tiling
+from implementations.triton_support import architecture, dot_precision, use_descriptor_scratch
 
 LOG2E = 1.4426950408889634
 
