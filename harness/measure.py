@@ -150,11 +150,13 @@ class Measurer:
     def _time(self, tech: Technique, impl: Implementation, unit: Unit, inputs: Inputs, seed: int, row: Row) -> None:
         step, setup = self._step(impl, unit, inputs, seed)
         before = gpu_state(self.device)
-        timing = self.timer.time(step, setup)
+        timing = self.timer.time(step, setup, graph=unit.timing == "cuda-graph")
         after = gpu_state(self.device)
         row.median_ms, row.p10_ms, row.p90_ms = timing.median_ms, timing.p10_ms, timing.p90_ms
         row.n_samples, row.ci_rel, row.samples_ms = len(timing.samples_ms), timing.ci_rel, list(timing.samples_ms)
         row.timing_mode, row.stop_reason = timing.mode, timing.stop_reason
+        if timing.note:
+            row.reason = timing.note
         row.is_performance_figure = timing.is_performance_figure
         row.sm_clock_mhz_before, row.sm_clock_mhz_after = before.sm_clock_mhz, after.sm_clock_mhz
         row.temp_c_before, row.temp_c_after, row.power_w_after = before.temp_c, after.temp_c, after.power_w

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 from rich.table import Table
 
-SUMMARY_COLUMNS = ("technique", "case", "dtype", "dir", "impl", "status", "median ms", "p10-p90 ms", "TFLOP/s",
+SUMMARY_COLUMNS = ("technique", "case", "dtype", "dir", "impl", "status", "median ms", "p10-p90 ms", "TFLOP/s", "GB/s",
                    "of peak", "peak MiB", "rel err", "repeat", "triton speed-up")
 
 
@@ -39,6 +39,7 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
                 "median ms": f"{row['median_ms']:.3f}" + ("" if perf else " (interp.)") if timed else "",
                 "p10-p90 ms": f"{row['p10_ms']:.3f}-{row['p90_ms']:.3f}" if timed else "",
                 "TFLOP/s": f"{row['tflops']:.1f}" if _num(row["tflops"]) else "",
+                "GB/s": f"{row['gbps']:.0f}" if _num(row["gbps"]) else "",
                 "of peak": f"{row['frac_of_peak']:.0%}" if _num(row["frac_of_peak"]) else "",
                 "peak MiB": f"{row['peak_bytes'] / 2**20:.0f}" if _num(row["peak_bytes"]) else "",
                 "rel err": f"{row['rel_err']:.2e}" if _num(row["rel_err"]) else "",

@@ -4,6 +4,8 @@
     requires = "cuda"            # "cuda": GPU-sized shapes; "any": runs in the interpreter too
     seeds = 3                    # fresh seeds per case for the correctness check
     checks = ["repeat", "fp32"]  # bitwise run-to-run repeat; FP32-vs-low-precision gap
+    timing = "cuda-graph"        # "events" (default): each call launched from Python and timed
+                                 # by CUDA events; "cuda-graph": captured once, replayed (fwd only)
 
     [[group]]                    # one grid of cases; a suite has any number
     technique = "attention"
@@ -32,6 +34,7 @@ from harness.registry import DIRECTIONS, Direction
 
 TIERS = ("quick", "full")
 CHECKS = ("repeat", "fp32")
+TIMINGS = ("events", "cuda-graph")
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 
@@ -47,6 +50,7 @@ class Unit:
     seeds: int
     checks: tuple[str, ...]
     exclude: tuple[str, ...] = ()  # implementations this group leaves out
+    timing: str = "events"  # or "cuda-graph": see harness/timing.py
 
 
 @dataclass(frozen=True)
@@ -87,18 +91,19 @@ def load(name_or_path: str, tier: str) -> Suite:
         raise UsageError(f"{where}: requires must be 'cuda' or 'any', got {requires!r}")
     seeds = _positive_int(data.get("seeds", 3), f"{where}: seeds")
     checks = _checks(data.get("checks", list(CHECKS)), where)
+    timing = _timing(data.get("timing", "events"), where)
     groups = data.get("group", [])
     if not groups:
         raise UsageError(f"{where}: no [[group]] of cases")
     units = []
     for index, group in enumerate(groups, 1):
-        units += _expand(group, f"{where}, group {index}", tier, seeds, checks)
+        units += _expand(group, f"{where}, group {index}", tier, seeds, checks, timing)
     if not units:
         raise UsageError(f"{where} has no cases in tier {tier!r}")
     return Suite(path.stem, path, data.get("description", ""), requires, tuple(units))
 
 
-def _expand(group: dict, where: str, tier: str, seeds: int, checks: tuple[str, ...]) -> list[Unit]:
+def _expand(group: dict, where: str, tier: str, seeds: int, checks: tuple[str, ...], timing: str) -> list[Unit]:
     name = group.get("technique")
     try:
         tech = registry.technique(name)
@@ -133,6 +138,9 @@ def _expand(group: dict, where: str, tier: str, seeds: int, checks: tuple[str, .
     units = []
     group_seeds = _positive_int(group.get("seeds", seeds), f"{where}: seeds")
     group_checks = _checks(group.get("checks", checks), where)
+    group_timing = _timing(group.get("timing", timing), where)
+    if group_timing == "cuda-graph" and "fwd+bwd" in directions:
+        raise UsageError(f"{where}: timing 'cuda-graph' times forward passes only; drop it or the fwd+bwd direction")
     for values in itertools.product(*lists):
         case = Case(tuple(zip(tech.parameters, values)))
         problem = tech.validate_case(case)
@@ -140,7 +148,7 @@ def _expand(group: dict, where: str, tier: str, seeds: int, checks: tuple[str, .
             raise UsageError(f"{where}: case {case.id}: {problem}")
         for dtype in dtypes:
             for direction in directions:
-                units.append(Unit(name, case, dtype, direction, group_seeds, group_checks, exclude))
+                units.append(Unit(name, case, dtype, direction, group_seeds, group_checks, exclude, group_timing))
     return units
 
 
@@ -151,6 +159,12 @@ def _checks(value: object, where: str) -> tuple[str, ...]:
     if unknown:
         raise UsageError(f"{where}: unknown checks {unknown} (accepted: {', '.join(CHECKS)})")
     return tuple(value)
+
+
+def _timing(value: object, where: str) -> str:
+    if value not in TIMINGS:
+        raise UsageError(f"{where}: unknown timing {value!r} (accepted: {', '.join(TIMINGS)})")
+    return value
 
 
 def _positive_int(value: object, what: str) -> int:

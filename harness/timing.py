@@ -1,11 +1,18 @@
 """Latency: device events around the call, warm-up first, L2 flushed before every sample,
 sampling until the median's 95% confidence interval is narrow or the time budget runs out.
 
-On a GPU each sample is bracketed by CUDA events on the current stream; the L2 flush (a
-memset of a buffer twice the L2's size, allocated once) and the per-sample setup (such
-as dropping last sample's gradients) are enqueued before the start event, so they are
-not timed. Without a GPU the wall clock times the call: such figures are marked as not
-performance figures (Triton's interpreter runs kernels in NumPy).
+On a GPU each sample is bracketed by CUDA events on the current stream; the L2 flush and
+the per-sample setup (such as dropping last sample's gradients) are enqueued before the
+start event, so they are not timed. The flush reads a buffer twice the L2's size: a read
+leaves the L2 holding clean lines, where a memset leaves it full of dirty ones that the
+timed call would pay to write back (on an H100, 6 us more for a 134 MB copy and about 10 us
+more for a 32K-token decode; docs/methodology.md).
+
+With graph=True the call is captured once into a CUDA graph and each sample replays it,
+so the figure is the GPU's time without the host's launch cost: how serving engines run
+decode steps. A call that cannot be captured is timed eagerly, and says so in its mode.
+Without a GPU the wall clock times the call: such figures are marked as not performance
+figures (Triton's interpreter runs kernels in NumPy).
 """
 
 from __future__ import annotations
@@ -39,8 +46,9 @@ class TimingPolicy:
 @dataclass(frozen=True)
 class Timing:
     samples_ms: tuple[float, ...]
-    mode: str  # "cuda-events" or "wall-clock"
+    mode: str  # "cuda-events", "cuda-graph" or "wall-clock"
     stop_reason: str  # "converged", "time budget", "sample cap"
+    note: str = ""  # why a call asked to run as a CUDA graph was timed eagerly
 
     @property
     def median_ms(self) -> float:
@@ -60,7 +68,7 @@ class Timing:
 
     @property
     def is_performance_figure(self) -> bool:
-        return self.mode == "cuda-events"
+        return self.mode in ("cuda-events", "cuda-graph")
 
 
 def median_ci_rel_halfwidth(samples: tuple[float, ...] | list[float]) -> float:
@@ -87,11 +95,19 @@ class Timer:
         self._flush = None
         if self.on_gpu:
             l2_bytes = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 64 << 20)
-            self._flush = torch.empty(2 * max(l2_bytes, 8 << 20), dtype=torch.uint8, device=device)
+            self._flush = torch.zeros(2 * max(l2_bytes, 8 << 20) // 8, dtype=torch.int64, device=device)
 
-    def time(self, fn: Callable[[], object], setup: Callable[[], None] = lambda: None) -> Timing:
+    def time(self, fn: Callable[[], object], setup: Callable[[], None] = lambda: None,
+             graph: bool = False) -> Timing:
         policy = self.policy
         self._warm_up(fn, setup)
+        mode, note = ("cuda-events" if self.on_gpu else "wall-clock"), ""
+        if graph and self.on_gpu:
+            try:
+                fn, mode = self._captured(fn), "cuda-graph"
+            except Exception as e:  # a host sync or an allocation the graph cannot hold
+                torch.cuda.synchronize(self.device)
+                note = f"not capturable as a CUDA graph ({type(e).__name__}: {str(e).strip().splitlines()[0][:160]}); timed eagerly"
         samples: list[float] = []
         started = time.perf_counter()
         while True:
@@ -107,7 +123,20 @@ class Timer:
             if len(samples) >= policy.max_samples:
                 reason = "sample cap"
                 break
-        return Timing(tuple(samples), "cuda-events" if self.on_gpu else "wall-clock", reason)
+        return Timing(tuple(samples), mode, reason, note)
+
+    def _captured(self, fn: Callable[[], object]) -> Callable[[], object]:
+        """fn captured into a CUDA graph (warmed on a side stream first, as capture requires);
+        returns the replay."""
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            fn()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        return graph.replay
 
     def _warm_up(self, fn: Callable[[], object], setup: Callable[[], None]) -> None:
         # Warm-up absorbs compilation, autotuning and handle creation.
@@ -131,7 +160,7 @@ class Timer:
         pairs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(count)]
         for start, end in pairs:
             setup()
-            self._flush.zero_()
+            self._flush.sum()
             start.record()
             fn()
             end.record()

@@ -34,13 +34,13 @@ def _sdpa(backend: str | None):
             with sdpa_kernel(getattr(SDPBackend, backend)) if backend else contextlib.nullcontext():
                 return F.scaled_dot_product_attention(q, k, v, is_causal=case["causal"], enable_gqa=_gqa(case))
 
-        _refusal_as_unsupported(call)
+        refusal_as_unsupported(call)
         return call
 
     return build
 
 
-def _refusal_as_unsupported(call) -> None:
+def refusal_as_unsupported(call) -> None:
     """Run once; a backend that refuses the case ("No available kernel") becomes an
     unsupported row whose reason is the warning SDPA gave."""
     with warnings.catch_warnings(record=True) as caught:

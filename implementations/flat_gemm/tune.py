@@ -1,0 +1,100 @@
+"""Sweep the flat GEMM's plans on this GPU: the evidence behind CONFIGS, GEMV_MAX_M and the
+split-K rule in triton_flat_gemm.py.
+
+    python -m implementations.flat_gemm.tune [--budget-s 150] [--csv sweep.csv]
+
+Every plan is replayed from a CUDA graph with the harness's timer (L2 flushed), as the suite
+times it, checked against cuBLAS first, and ranked beside cuBLAS (torch.matmul) and the plan
+the heuristic picks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import math
+import sys
+import time
+
+import torch
+
+from harness.timing import Timer, TimingPolicy
+from implementations.flat_gemm.triton_flat_gemm import Plan, choose_dataflow, flat_gemm, sm_count
+
+WEIGHTS = [(4096, 4096), (4096, 14336), (14336, 4096)]  # (K, N) of a Llama-3-8B layer
+ROWS = [1, 4, 16, 64]
+TILES = list(itertools.product((32, 64, 128), (64, 128, 256), (3, 4)))  # block_n, block_k, stages
+SPLITS = (1, 2, 4, 8)
+
+
+def _plans(m: int) -> list[Plan]:
+    plans = []
+    for block_n, block_k, stages in TILES:
+        for split in SPLITS:
+            if m <= 4:
+                block_m = triton_pow2(m)
+                plans.append(Plan("gemv", block_m, max(1, block_n // block_m), block_k, split, 4, stages))
+            plans.append(Plan("flat", max(16, triton_pow2(m)), block_n, block_k, split, 4, stages))
+    return plans
+
+
+def triton_pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+def sweep(budget_s: float) -> list[dict]:
+    timer = Timer(torch.device("cuda"), TimingPolicy(min_samples=20, min_seconds=0.02, max_seconds=0.2,
+                                                     target_rel_ci=0.01))
+    deadline = time.monotonic() + budget_s
+    rows = []
+    for (k, n), m in itertools.product(WEIGHTS, ROWS):
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        x = torch.randn(m, k, device="cuda", generator=gen).to(torch.bfloat16)
+        w = (torch.randn(n, k, device="cuda", generator=gen) / math.sqrt(k)).to(torch.bfloat16)
+        truth = torch.matmul(x.double(), w.double().T)
+        weight_bytes = n * k * 2
+        chosen = choose_dataflow(m, n, k, sm_count(x.device), x.dtype)
+        candidates = [("cublas", None), (f"heuristic {chosen}", chosen)] + [(str(p), p) for p in _plans(m)]
+        for name, plan in candidates:
+            if time.monotonic() > deadline:
+                return rows
+            row = {"K": k, "N": n, "M": m, "impl": name, "us": math.nan, "gbps": math.nan, "note": ""}
+            run = (lambda: torch.matmul(x, w.T)) if plan is None else (lambda p=plan: flat_gemm(x, w, p))
+            try:
+                err = ((run().double() - truth).norm() / truth.norm()).item()
+                if not err < 1e-2:
+                    row["note"] = f"rel err {err:.2e}"
+                us = timer.time(run, graph=True).median_ms * 1e3
+                row["us"], row["gbps"] = us, weight_bytes / us / 1e3
+            except Exception as e:  # out of resources, a compiler refusal: recorded, not fatal
+                row["note"] = f"{type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}"
+            rows.append(row)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget-s", type=float, default=150.0)
+    parser.add_argument("--csv", default=None)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("error: the sweep needs a CUDA GPU", file=sys.stderr)
+        return 2
+    rows = sweep(args.budget_s)
+    if args.csv and rows:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    print("fastest per shape (us, GB/s of W):")
+    for key, group in itertools.groupby(rows, key=lambda r: (r["K"], r["N"], r["M"])):
+        group = list(group)
+        ranked = sorted((r for r in group if not math.isnan(r["us"]) and not r["note"]), key=lambda r: r["us"])
+        fixed = [r for r in group if r["impl"] == "cublas" or r["impl"].startswith("heuristic")]
+        print(key, [(r["impl"], round(r["us"], 1), round(r["gbps"])) for r in fixed + ranked[:4]])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Shared pieces of the flat-gemm tests: seeds, the technique's own inputs, an independent
+float64 truth, and the harness's tolerance rule as an assertion that says what failed and
+how to reproduce it."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from harness import registry
+from harness.cases import Case
+from harness.correctness import ErrorStats, passes
+from implementations.flat_gemm import make_inputs, reference
+from implementations.flat_gemm import triton_flat_gemm as tfg
+
+TOL = registry.technique("flat-gemm").tolerance
+SEED_ENV = "FLASHSUITE_TEST_SEED"
+
+
+def fresh_seed() -> int:
+    """A new seed every run, unless FLASHSUITE_TEST_SEED pins one (to reproduce a failure)."""
+    pinned = os.environ.get(SEED_ENV)
+    return int(pinned) if pinned else int.from_bytes(os.urandom(4), "little")
+
+
+def reproduce(seed: int) -> str:
+    return f"seed={seed} (rerun with {SEED_ENV}={seed})"
+
+
+def make_xw(seed: int, M: int, N: int, K: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [M, K], w [N, K] exactly as the harness makes them (the technique's make_inputs)."""
+    tensors = make_inputs(Case.of(M=M, K=K, N=N), dtype, torch.device("cpu"), seed).tensors
+    return tensors["x"], tensors["w"]
+
+
+def truth(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """y[m, n] = sum_k x[m, k] w[n, k] in float64, written as an einsum (not reference's matmul)."""
+    return torch.einsum("mk,nk->mn", x.double(), w.double())
+
+
+def rule_verdict(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> tuple[bool, str]:
+    """The harness rule for y = x @ w.T: (passes, a line with the numbers). The yardstick is
+    the reference run at x's precision, judged against the float64 truth."""
+    y64 = truth(x, w)
+    err = ErrorStats.between(y, y64)
+    ref_err = ErrorStats.between(reference.flat_gemm(x, w), y64)
+    ok = passes(err, ref_err, TOL, x.dtype)
+    line = (f"rel_err {err.rel_err:.3e} vs reference {ref_err.rel_err:.3e}; "
+            f"max_abs_err {err.max_abs_err:.3e} vs reference {ref_err.max_abs_err:.3e} (scale {ref_err.scale:.3e})")
+    return ok, line
+
+
+def assert_rule(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, context: str) -> None:
+    assert y.dtype == x.dtype and y.shape == (x.shape[0], w.shape[0]), f"y is {y.dtype} {tuple(y.shape)}; {context}"
+    ok, line = rule_verdict(y, x, w)
+    assert ok, f"y outside the tolerance rule for {context}\n  {line}"
+
+
+def spy_on_kernels(monkeypatch) -> list[str]:
+    """Record each launch of the gemv and flat kernels ('_gemv', '_flat'), in order."""
+    launched: list[str] = []
+
+    class Spy:
+        def __init__(self, name: str):
+            self.name, self.kernel = name, getattr(tfg, name)
+
+        def __getitem__(self, grid):
+            launched.append(self.name)
+            return self.kernel[grid]
+
+    for name in ("_gemv", "_flat"):
+        monkeypatch.setattr(tfg, name, Spy(name))
+    return launched
