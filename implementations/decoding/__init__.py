@@ -25,7 +25,7 @@ FEATURES = ("gqa", "paged", "ragged", "multi-query")
 
 def cache_lengths(case: Case) -> list[int]:
     """Sequence b's cache length: N for every sequence, or (ragged) spread evenly from N down
-    to N - N // 2, so lengths fall on no block boundary a kernel might assume."""
+    to N - N // 2, so one batch holds many lengths (most off any block boundary)."""
     batch, longest = case["B"], case["N"]
     if not case["ragged"] or batch == 1:
         return [longest] * batch

@@ -58,9 +58,10 @@ class DecodeConfig:
 
 
 # Hopper's won `python -m implementations.decoding.tune` on an H100 (bf16, 32 query over 8 KV
-# heads, D128, CUDA-graph replay): 32x4 warps x3 stages at 2 programs per SM read a 32K-token
-# cache at 2230 GB/s and a 128K one at 2800 (16 candidates; 64-key tiles within 3%). The others
-# are untuned starting points.
+# heads, D128, CUDA-graph replay; 16 candidates, 64-key tiles within 3%): 32 keys x 4 warps x
+# 3 stages at 2 programs per SM, which gives 32 chunks at batch 1 and lets the combine read
+# all of a KV head's partials at once (53.6 us for a 32K-token cache, cuDNN 53.0; 4 programs
+# per SM, 64 chunks and a row-by-row combine: 60.9). The others are untuned starting points.
 CONFIGS = {
     "interpreter": DecodeConfig(block_n=16, warps=4, stages=1, programs_per_sm=1),
     "sm90": DecodeConfig(block_n=32, warps=4, stages=3, programs_per_sm=2),
@@ -73,10 +74,12 @@ CONFIGS = {
 
 def choose_splits(sequences_x_kv_heads: int, max_len: int, block_n: int, sm_count: int,
                   programs_per_sm: int) -> int:
-    """Enough chunks per sequence that sequences x KV heads x chunks programs fill the GPU
-    (sm_count * programs_per_sm), but never a chunk shorter than one tile, nor more than
+    """Enough chunks per sequence that sequences x KV heads x chunks programs about fill the GPU
+    (sm_count * programs_per_sm, rounded down to a power of two so the combine's tile of
+    partials has no padding), but never a chunk shorter than one tile, nor more than
     MAX_SPLITS partials for the combine to read."""
     wanted = triton.cdiv(sm_count * programs_per_sm, sequences_x_kv_heads)
+    wanted = 1 << (wanted.bit_length() - 1)
     return max(1, min(wanted, triton.cdiv(max_len, block_n), MAX_SPLITS))
 
 
@@ -120,9 +123,9 @@ def _chunk(q, K, V, BlockTable, batch, kv_head, start, end, visible_end, dims,
                        stride_table, PAGE_SIZE, PAGED)
         if UNIFIED_MAX:
             m_i = tl.maximum(m_i, tl.max(s, 1))
-            p = tl.math.exp2(s - phi)
-            l_i += tl.sum(p, 1)
-            acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+            p = tl.math.exp2(s - phi).to(v.dtype)  # the row sum adds the p the product uses, rounded
+            l_i += tl.sum(p.to(tl.float32), 1)
+            acc = tl.dot(p, v, acc, input_precision=DOT_PRECISION)
         else:
             m_new = tl.maximum(m_i, tl.max(s, 1))
             alpha = tl.math.exp2(m_i - m_new)
@@ -141,7 +144,8 @@ def _split_kv_kernel(
     qk_scale, phi, lowest, highest, num_splits,
     KV_HEADS: tl.constexpr, GROUP: tl.constexpr, QUERY_LEN: tl.constexpr, HEAD_DIM: tl.constexpr,
     PAGE_SIZE: tl.constexpr, PAGED: tl.constexpr, ASYNC_SOFTMAX: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     batch_kv = tl.program_id(0)
     split = tl.program_id(1)
@@ -196,28 +200,43 @@ def _split_kv_kernel(
     arrived = tl.atomic_add(Arrivals + batch_kv, 1, sem="acq_rel", scope="gpu")
     if arrived == num_splits - 1:
         first_row = (batch * KV_HEADS + kv_head) * GROUP * QUERY_LEN  # this KV head's rows are consecutive
-        _combine(PartialOut, PartialLse, Out, first_row, num_splits, GROUP * QUERY_LEN, HEAD_DIM, BLOCK_S)
+        _combine(PartialOut, PartialLse, Out, first_row, num_splits, GROUP * QUERY_LEN, BLOCK_R, HEAD_DIM, BLOCK_S)
         tl.atomic_xchg(Arrivals + batch_kv, 0)  # ready for the next call
 
 
 @triton.jit
 def _combine(PartialOut, PartialLse, Out, first_row, num_splits,
-             ROWS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr):
+             ROWS: tl.constexpr, BLOCK_R: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr):
     """Out[row] = sum over chunks of softmax(lse)[chunk] * partial[chunk], for the ROWS
-    consecutive output rows of one (sequence, KV head). Each row's partials are read as whole
-    [BLOCK_S, HEAD_DIM] tiles, so the loads of a row are issued together: the combine sits at
-    the very end of the kernel, where a chain of small dependent loads would be all latency."""
+    consecutive output rows of one (sequence, KV head). The combine runs at the very end of
+    the kernel, after every chunk, so its cost is latency: when the rows' partials fit in
+    registers ([ROWS, BLOCK_S, HEAD_DIM] up to 16K floats) they are read in one go, their loads
+    issued together; otherwise a row at a time."""
+    splits = tl.arange(0, BLOCK_S)
     dims = tl.arange(0, HEAD_DIM)
-    for r in range(ROWS):
-        row = (first_row + r).to(tl.int64)
-        splits = tl.arange(0, BLOCK_S)
-        lse = tl.load(PartialLse + row * num_splits + splits, mask=splits < num_splits, other=float("-inf"),
+    if BLOCK_R * BLOCK_S * HEAD_DIM <= 16384:
+        r = tl.arange(0, BLOCK_R)
+        rows = (first_row + r).to(tl.int64)
+        live = (r[:, None] < ROWS) & (splits[None, :] < num_splits)
+        lse = tl.load(PartialLse + rows[:, None] * num_splits + splits[None, :], mask=live, other=float("-inf"),
                       cache_modifier=".cg")
-        weight = tl.math.exp2(lse - tl.max(lse, 0))
-        weight = weight / tl.sum(weight, 0)
-        partial = tl.load(PartialOut + (row * num_splits + splits[:, None]) * HEAD_DIM + dims[None, :],
-                          mask=splits[:, None] < num_splits, other=0.0, cache_modifier=".cg")
-        tl.store(Out + row * HEAD_DIM + dims, tl.sum(weight[:, None] * partial, 0).to(Out.dtype.element_ty))
+        partial = tl.load(PartialOut + (rows[:, None, None] * num_splits + splits[None, :, None]) * HEAD_DIM
+                          + dims[None, None, :], mask=live[:, :, None], other=0.0, cache_modifier=".cg")
+        weight = tl.math.exp2(lse - tl.max(lse, 1)[:, None])
+        weight = weight / tl.sum(weight, 1)[:, None]
+        out = tl.sum(weight[:, :, None] * partial, 1)
+        tl.store(Out + rows[:, None] * HEAD_DIM + dims[None, :], out.to(Out.dtype.element_ty),
+                 mask=r[:, None] < ROWS)
+    else:
+        for r in range(ROWS):
+            row = (first_row + r).to(tl.int64)
+            lse = tl.load(PartialLse + row * num_splits + splits, mask=splits < num_splits, other=float("-inf"),
+                          cache_modifier=".cg")
+            weight = tl.math.exp2(lse - tl.max(lse, 0))
+            weight = weight / tl.sum(weight, 0)
+            partial = tl.load(PartialOut + (row * num_splits + splits[:, None]) * HEAD_DIM + dims[None, :],
+                              mask=splits[:, None] < num_splits, other=0.0, cache_modifier=".cg")
+            tl.store(Out + row * HEAD_DIM + dims, tl.sum(weight[:, None] * partial, 0).to(Out.dtype.element_ty))
 
 
 def unsupported_reason(head_dim: int, query_len: int, group: int, dtype: torch.dtype) -> str | None:
@@ -255,6 +274,12 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache_le
         raise ValueError(f"k, v {tuple(k.shape)} do not match q {tuple(q.shape)} (H must be a multiple of H_KV)")
     if cache_lens.shape != (batch,):
         raise ValueError(f"cache_lens must have shape ({batch},), got {tuple(cache_lens.shape)}")
+    if paged and (block_table.dim() != 2 or block_table.shape[0] != batch):
+        raise ValueError(f"block_table must be [{batch}, pages per sequence], got {tuple(block_table.shape)}")
+    if not paged and k.shape[0] != batch:
+        raise ValueError(f"a contiguous cache must be [{batch}, H_KV, N, D] for q's batch of {batch}, got {tuple(k.shape)}")
+    if num_splits is not None and num_splits < 1:
+        raise ValueError(f"num_splits must be at least 1, got {num_splits}")
     reason = unsupported_reason(head_dim, query_len, heads // kv_heads, q.dtype)
     if reason:
         raise ValueError(reason)
@@ -266,8 +291,8 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache_le
 
     if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    if cache_lens.dtype != torch.int32:
-        cache_lens = cache_lens.to(torch.int32)
+    if cache_lens.dtype != torch.int32 or cache_lens.stride(0) != 1:
+        cache_lens = cache_lens.to(torch.int32).contiguous()
     group = heads // kv_heads
     rows = batch * heads * query_len
     out = torch.empty(batch, heads, query_len, head_dim, device=q.device, dtype=q.dtype)
@@ -277,7 +302,9 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache_le
     counters = torch.zeros(batch * kv_heads * (1 + num_splits), device=q.device, dtype=torch.int32)
     arrivals, fallbacks = counters[:batch * kv_heads], counters[batch * kv_heads:].view(batch * kv_heads, num_splits)
     if paged:
-        table = block_table if block_table.dtype == torch.int32 else block_table.to(torch.int32)
+        table = block_table  # the kernel steps along a row of the table with unit stride
+        if table.dtype != torch.int32 or table.stride(1) != 1:
+            table = table.to(torch.int32).contiguous()
         page_size, k_strides, v_strides = k.shape[1], (k.stride(0), k.stride(1), k.stride(2)), (v.stride(0), v.stride(1), v.stride(2))
     else:
         table = cache_lens  # never read
@@ -291,6 +318,7 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache_le
         KV_HEADS=kv_heads, GROUP=group, QUERY_LEN=query_len, HEAD_DIM=head_dim,
         PAGE_SIZE=page_size, PAGED=paged, ASYNC_SOFTMAX=variant == "async-softmax",
         BLOCK_M=max(16, triton.next_power_of_2(group * query_len)), BLOCK_N=config.block_n,
+        BLOCK_R=triton.next_power_of_2(group * query_len),
         BLOCK_S=triton.next_power_of_2(num_splits), DOT_PRECISION=dot_precision(q.dtype),
         num_warps=config.warps, num_stages=config.stages,
     )
