@@ -75,11 +75,14 @@ CONFIGS = {
 def choose_splits(sequences_x_kv_heads: int, max_len: int, block_n: int, sm_count: int,
                   programs_per_sm: int) -> int:
     """Enough chunks per sequence that sequences x KV heads x chunks programs about fill the GPU
-    (sm_count * programs_per_sm, rounded down to a power of two so the combine's tile of
-    partials has no padding), but never a chunk shorter than one tile, nor more than
-    MAX_SPLITS partials for the combine to read."""
+    (sm_count * programs_per_sm), but never a chunk shorter than one tile, nor more than
+    MAX_SPLITS partials for the combine to read. Above 16 chunks the count rounds down to a
+    power of two, so the combine's tile of partials has no padding and fits in registers
+    (H100, 32K tokens: 33 chunks 60.9 us, 32 chunks 53.6); below, padding is cheap and
+    rounding 3 down to 2 would idle a third of the GPU (batch 16, 16-token pages: 175 -> 202 us)."""
     wanted = triton.cdiv(sm_count * programs_per_sm, sequences_x_kv_heads)
-    wanted = 1 << (wanted.bit_length() - 1)
+    if wanted > 16:
+        wanted = 1 << (wanted.bit_length() - 1)
     return max(1, min(wanted, triton.cdiv(max_len, block_n), MAX_SPLITS))
 
 

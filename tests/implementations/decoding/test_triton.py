@@ -293,6 +293,9 @@ def test_choose_splits():
     assert td.choose_splits(1000, 4096, 64, 132, 4) == 1
     assert td.choose_splits(1, 1 << 30, 64, 1000, 4) == td.MAX_SPLITS
     assert td.choose_splits(1, 1, 16, 8, 1) == 1
+    # Above 16 chunks the count rounds down to a power of two (33 -> 32); below it does not (3 stays 3).
+    assert td.choose_splits(8, 1 << 20, 32, 132, 2) == 32
+    assert td.choose_splits(128, 1 << 20, 32, 132, 2) == 3
 
 
 # --- the checks can fail ------------------------------------------------------------------------
