@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import warnings
 
 import torch
@@ -50,8 +51,14 @@ def refusal_as_unsupported(call) -> None:
         except RuntimeError as e:
             if "No available kernel" not in str(e):
                 raise
-            why = "; ".join(str(w.message).strip().splitlines()[0] for w in caught) or str(e)
-            raise Unsupported(f"SDPA refused the case: {why}") from None
+            raise Unsupported(f"SDPA refused the case: {_sdpa_reasons(caught) or e}") from None
+
+
+def _sdpa_reasons(caught: list) -> str:
+    """SDPA's warnings as one line: it warns "<kernel> not used because:" and then the reason,
+    each with a "(Triggered internally at <file>:<line>.)" that says nothing to a user."""
+    messages = (re.sub(r"\s*\(Triggered internally at [^)]*\)\.?", "", str(w.message)) for w in caught)
+    return " ".join(" ".join(m.split()) for m in messages).strip()
 
 
 implementation("attention", "sdpa-flash", role="peer", dtypes=HALF, features=("causal", "gqa", "backward"),

@@ -59,9 +59,8 @@ class DecodeConfig:
 
 # Hopper's won `python -m implementations.decoding.tune` on an H100 (bf16, 32 query over 8 KV
 # heads, D128, CUDA-graph replay; 16 candidates, 64-key tiles within 3%): 32 keys x 4 warps x
-# 3 stages at 2 programs per SM, which gives 32 chunks at batch 1 and lets the combine read
-# all of a KV head's partials at once (53.6 us for a 32K-token cache, cuDNN 53.0; 4 programs
-# per SM, 64 chunks and a row-by-row combine: 60.9). The others are untuned starting points.
+# 3 stages at 2 programs per SM, which at batch 1 makes 32 chunks, few enough for the combine
+# to read a KV head's partials as one register tile. The others are untuned starting points.
 CONFIGS = {
     "interpreter": DecodeConfig(block_n=16, warps=4, stages=1, programs_per_sm=1),
     "sm90": DecodeConfig(block_n=32, warps=4, stages=3, programs_per_sm=2),
@@ -78,8 +77,8 @@ def choose_splits(sequences_x_kv_heads: int, max_len: int, block_n: int, sm_coun
     (sm_count * programs_per_sm), but never a chunk shorter than one tile, nor more than
     MAX_SPLITS partials for the combine to read. Above 16 chunks the count rounds down to a
     power of two, so the combine's tile of partials has no padding and fits in registers
-    (H100, 32K tokens: 33 chunks 60.9 us, 32 chunks 53.6); below, padding is cheap and
-    rounding 3 down to 2 would idle a third of the GPU (batch 16, 16-token pages: 175 -> 202 us)."""
+    (33 chunks would pad to 64 and fall back to a row-at-a-time combine); below, padding is
+    cheap, and rounding 3 down to 2 would idle a third of the GPU."""
     wanted = triton.cdiv(sm_count * programs_per_sm, sequences_x_kv_heads)
     if wanted > 16:
         wanted = 1 << (wanted.bit_length() - 1)

@@ -200,3 +200,25 @@ def test_group_level_seeds_are_validated_like_the_top_level(write, fake):
 def test_group_level_checks_are_validated_like_the_top_level(write, fake):
     text = fake_suite().replace('tiers = ["quick", "full"]\n', 'tiers = ["quick", "full"]\nchecks = ["repaet"]\n')
     assert "unknown checks" in _load_error(write(text))
+
+
+# -- timing ------------------------------------------------------------------------------------
+
+
+def test_timing_defaults_to_events_and_a_group_may_ask_for_cuda_graphs(write, fake):
+    text = fake_suite(n_values=(1,)).replace('seeds = 2\n', 'seeds = 2\ntiming = "cuda-graph"\n')
+    text += '\n[[group]]\ntechnique = "fake"\ntiming = "events"\n[group.grid]\nN = [2]\n'
+    suite = suites.load(str(write(text)), "quick")
+    assert [(u.case["N"], u.timing) for u in suite.units] == [(1, "cuda-graph"), (2, "events")]
+    assert suites.load(str(write(fake_suite())), "quick").units[0].timing == "events"
+
+
+def test_unknown_timing_is_refused_listing_the_accepted(write, fake):
+    text = fake_suite().replace('seeds = 2\n', 'seeds = 2\ntiming = "graphs"\n')
+    assert _load_error(write(text)) == "suite custom: unknown timing 'graphs' (accepted: events, cuda-graph)"
+
+
+def test_cuda_graph_timing_of_a_backward_is_refused(write, fake):
+    text = fake_suite(directions=("fwd", "fwd+bwd")).replace('tiers = ["quick", "full"]\n',
+                                                             'tiers = ["quick", "full"]\ntiming = "cuda-graph"\n')
+    assert "timing 'cuda-graph' times forward passes only" in _load_error(write(text))

@@ -123,3 +123,13 @@ def test_cpu_timer_runs_setup_before_each_sample_outside_the_timing():
     assert timing.stop_reason == "sample cap" and len(timing.samples_ms) == 4
     assert order == ["setup", "call"] * (2 + 4)
     assert max(timing.samples_ms) < 20.0
+
+
+def test_a_cuda_graph_request_off_the_gpu_is_timed_by_the_wall_clock_and_says_nothing_went_wrong():
+    timer = Timer(CPU, TimingPolicy(min_samples=3, max_samples=3, min_seconds=0.0, warmup_calls=1, warmup_seconds=0.0))
+    timing = timer.time(lambda: None, graph=True)
+    assert timing.mode == "wall-clock" and not timing.is_performance_figure and timing.note == ""
+
+
+def test_cuda_graph_figures_are_performance_figures():
+    assert Timing((1.0,), "cuda-graph", "converged").is_performance_figure

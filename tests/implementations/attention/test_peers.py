@@ -71,3 +71,16 @@ def test_cpu_peer_is_causal_as_asked(impls, seed, name):
         case = Case.of(B=1, H=2, H_KV=1, N=9, D=16, causal=causal)
         got = impls[name].build(case, q=q, k=k, v=v)()
         torch.testing.assert_close(got, reference.attention(q, k, v, causal=causal), rtol=1e-10, atol=1e-12)
+
+
+def test_sdpa_refusal_reasons_read_as_one_line_without_source_locations():
+    from types import SimpleNamespace
+
+    from implementations.attention.peers import _sdpa_reasons
+
+    caught = [SimpleNamespace(message="Flash attention kernel not used because: (Triggered internally at "
+                                      "/pytorch/aten/src/ATen/native/transformers/cuda/sdp_utils.cpp:986.)"),
+              SimpleNamespace(message="Flash attention does not support the attn_mask\nargument. "
+                                      "(Triggered internally at /pytorch/x.h:552.)")]
+    assert _sdpa_reasons(caught) == ("Flash attention kernel not used because: "
+                                     "Flash attention does not support the attn_mask argument.")
