@@ -9,8 +9,6 @@ against the first tiling that ran, so a tiling cannot win by being wrong.
 
 from __future__ import annotations
 
-import argparse
-import csv
 import itertools
 import math
 import sys
@@ -21,6 +19,7 @@ import torch
 from harness.timing import Timer, TimingPolicy
 from implementations.attention import triton_backward, triton_forward
 from implementations.attention.triton_common import tiling as make_tiling
+from implementations.sweep_cli import sweep_main
 
 SHAPES = [  # B, H, N, D, causal
     (4, 16, 4096, 128, False),
@@ -88,27 +87,18 @@ def _flat(result) -> torch.Tensor:
     return torch.cat([p.flatten().float() for p in parts])
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget-s", type=float, default=240.0)
-    parser.add_argument("--csv", default=None)
-    parser.add_argument("--head-dim", type=int, action="append", help="only shapes of this head dim")
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        print("error: the sweep needs a CUDA GPU", file=sys.stderr)
-        return 2
-    rows = sweep(args.budget_s, set(args.head_dim or []))
-    if args.csv and rows:
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+def summarize(rows: list[dict]) -> None:
     print("\nbest tilings:")
     keyed = sorted(rows, key=lambda r: (r["kernel"], r["N"], r["D"], r["causal"]))
     for key, group in itertools.groupby(keyed, key=lambda r: (r["kernel"], r["N"], r["D"], r["causal"])):
         ranked = sorted((r for r in group if not math.isnan(r["ms"]) and not r["note"]), key=lambda r: r["ms"])
         print(key, [(r["tiling"], round(r["tflops"])) for r in ranked[:4]])
-    return 0
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--head-dim", type=int, action="append", help="only shapes of this head dim")
+
+def main() -> int:
+    return sweep_main(__doc__.splitlines()[0], 240.0, lambda args: sweep(args.budget_s, set(args.head_dim or [])), summarize, add_arguments)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ backends are timed on the same inputs where they take the case.
 
 from __future__ import annotations
 
-import argparse
-import csv
 import itertools
 import math
 import sys
@@ -25,6 +23,7 @@ import torch.nn.functional as F
 from harness.timing import Timer, TimingPolicy
 from implementations.decoding import reference
 from implementations.decoding.triton_decoding import DecodeConfig, decode_attention
+from implementations.sweep_cli import sweep_main
 
 SHAPES = [  # B, H, H_KV, N, page
     (1, 32, 8, 32768, 0),
@@ -91,25 +90,14 @@ def sweep(budget_s: float) -> list[dict]:
     return rows
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget-s", type=float, default=180.0)
-    parser.add_argument("--csv", default=None)
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        print("error: the sweep needs a CUDA GPU", file=sys.stderr)
-        return 2
-    rows = sweep(args.budget_s)
-    if args.csv and rows:
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+def summarize(rows: list[dict]) -> None:
     print("\nfastest per shape:")
     for shape, group in itertools.groupby(rows, key=lambda r: r["shape"]):
         ranked = sorted((r for r in group if not math.isnan(r["ms"]) and not r["note"]), key=lambda r: r["ms"])
         print(shape, [(r["impl"], round(r["gbps"])) for r in ranked[:6]])
-    return 0
+
+def main() -> int:
+    return sweep_main(__doc__.splitlines()[0], 180.0, lambda args: sweep(args.budget_s), summarize)
 
 
 if __name__ == "__main__":

@@ -147,10 +147,13 @@ def _store_tile(OUT, acc, offs_m, offs_n, M, N, split, stride_os, stride_om, str
 
 
 @triton.jit
-def _gemv(X, W, OUT, M, N, K, K_PER_SPLIT, stride_xm, stride_xk, stride_wn, stride_wk,
-          stride_os, stride_om, stride_on,
-          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """CUDA cores only: each program reads its BLOCK_N rows of W once, for all BLOCK_M rows of x."""
+def _flat_gemm(X, W, OUT, M, N, K, K_PER_SPLIT, stride_xm, stride_xk, stride_wn, stride_wk,
+               stride_os, stride_om, stride_on,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+               DATAFLOW: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """One BLOCK_M x BLOCK_N tile of y (or of split `split`'s partial), float32 accumulator.
+    Both dataflows read each of the program's BLOCK_N rows of W once for all BLOCK_M rows of x;
+    "flat" multiplies on tensor cores (M padded to 16, 32 or 64), "gemv" on CUDA cores."""
     pid_n, pid_m, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -163,28 +166,10 @@ def _gemv(X, W, OUT, M, N, K, K_PER_SPLIT, stride_xm, stride_xk, stride_wn, stri
         in_k = (k + offs_k) < K  # the ragged last tile reads zeros
         x = tl.load(x_ptrs + k * stride_xk, mask=(offs_m[:, None] < M) & in_k[None, :], other=0.0)
         w = tl.load(w_ptrs + k * stride_wk, mask=(offs_n[:, None] < N) & in_k[None, :], other=0.0)
-        acc += tl.sum(x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
-    _store_tile(OUT, acc, offs_m, offs_n, M, N, split, stride_os, stride_om, stride_on)
-
-
-@triton.jit
-def _flat(X, W, OUT, M, N, K, K_PER_SPLIT, stride_xm, stride_xk, stride_wn, stride_wk,
-          stride_os, stride_om, stride_on,
-          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """Tensor cores on a flat tile: BLOCK_M (M padded to 16, 32 or 64) x BLOCK_N, float32 accumulator."""
-    pid_n, pid_m, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
-    x_ptrs = X + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk
-    w_ptrs = W + offs_n.to(tl.int64)[:, None] * stride_wn + offs_k[None, :] * stride_wk
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    k_start = split * K_PER_SPLIT
-    for k in range(k_start, tl.minimum(k_start + K_PER_SPLIT, K), BLOCK_K):
-        in_k = (k + offs_k) < K
-        x = tl.load(x_ptrs + k * stride_xk, mask=(offs_m[:, None] < M) & in_k[None, :], other=0.0)
-        w = tl.load(w_ptrs + k * stride_wk, mask=(offs_n[:, None] < N) & in_k[None, :], other=0.0)
-        acc = tl.dot(x, w.T, acc, input_precision=DOT_PRECISION)
+        if DATAFLOW == "flat":
+            acc = tl.dot(x, w.T, acc, input_precision=DOT_PRECISION)
+        else:
+            acc += tl.sum(x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
     _store_tile(OUT, acc, offs_m, offs_n, M, N, split, stride_os, stride_om, stride_on)
 
 
@@ -213,11 +198,10 @@ def flat_gemm(x: torch.Tensor, w: torch.Tensor, plan: Plan | None = None) -> tor
     out = torch.empty((plan.split_k, M, N), dtype=torch.float32, device=x.device) if split else y
     k_per_split = triton.cdiv(triton.cdiv(K, plan.block_k), plan.split_k) * plan.block_k  # whole tiles a split
     grid = (triton.cdiv(N, plan.block_n), triton.cdiv(M, plan.block_m), plan.split_k)
-    kernel, extra = (_gemv, {}) if plan.dataflow == "gemv" else (_flat, {"DOT_PRECISION": dot_precision(x.dtype)})
-    kernel[grid](x, w, out, M, N, K, k_per_split, x.stride(0), x.stride(1), w.stride(0), w.stride(1),
-                 out.stride(0) if split else 0, out.stride(-2), out.stride(-1),
-                 BLOCK_M=plan.block_m, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k,
-                 num_warps=plan.warps, num_stages=plan.stages, **extra)
+    _flat_gemm[grid](x, w, out, M, N, K, k_per_split, x.stride(0), x.stride(1), w.stride(0), w.stride(1),
+                     out.stride(0) if split else 0, out.stride(-2), out.stride(-1),
+                     BLOCK_M=plan.block_m, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, DATAFLOW=plan.dataflow,
+                     DOT_PRECISION=dot_precision(x.dtype), num_warps=plan.warps, num_stages=plan.stages)
     if split:
         _reduce_splits(out, y)
     return y

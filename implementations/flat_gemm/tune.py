@@ -10,8 +10,6 @@ the heuristic picks.
 
 from __future__ import annotations
 
-import argparse
-import csv
 import itertools
 import math
 import sys
@@ -21,6 +19,7 @@ import torch
 
 from harness.timing import Timer, TimingPolicy
 from implementations.flat_gemm.triton_flat_gemm import Plan, choose_dataflow, flat_gemm, sm_count
+from implementations.sweep_cli import sweep_main
 
 WEIGHTS = [(4096, 4096), (4096, 14336), (14336, 4096)]  # (K, N) of a Llama-3-8B layer
 ROWS = [1, 4, 16, 64]
@@ -73,27 +72,16 @@ def sweep(budget_s: float) -> list[dict]:
     return rows
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget-s", type=float, default=150.0)
-    parser.add_argument("--csv", default=None)
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        print("error: the sweep needs a CUDA GPU", file=sys.stderr)
-        return 2
-    rows = sweep(args.budget_s)
-    if args.csv and rows:
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+def summarize(rows: list[dict]) -> None:
     print("fastest per shape (us, GB/s of W):")
     for key, group in itertools.groupby(rows, key=lambda r: (r["K"], r["N"], r["M"])):
         group = list(group)
         ranked = sorted((r for r in group if not math.isnan(r["us"]) and not r["note"]), key=lambda r: r["us"])
         fixed = [r for r in group if r["impl"] == "cublas" or r["impl"].startswith("heuristic")]
         print(key, [(r["impl"], round(r["us"], 1), round(r["gbps"])) for r in fixed + ranked[:4]])
-    return 0
+
+def main() -> int:
+    return sweep_main(__doc__.splitlines()[0], 150.0, lambda args: sweep(args.budget_s), summarize)
 
 
 if __name__ == "__main__":

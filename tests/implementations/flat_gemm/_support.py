@@ -58,17 +58,17 @@ def assert_rule(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, context: str)
 
 
 def spy_on_kernels(monkeypatch) -> list[str]:
-    """Record each launch of the gemv and flat kernels ('_gemv', '_flat'), in order."""
+    """Record the dataflow of each launch of the GEMM kernel ('gemv' or 'flat'), in order."""
     launched: list[str] = []
+    kernel = tfg._flat_gemm
 
     class Spy:
-        def __init__(self, name: str):
-            self.name, self.kernel = name, getattr(tfg, name)
-
         def __getitem__(self, grid):
-            launched.append(self.name)
-            return self.kernel[grid]
+            def launch(*args, **kwargs):
+                launched.append(kwargs["DATAFLOW"])
+                return kernel[grid](*args, **kwargs)
 
-    for name in ("_gemv", "_flat"):
-        monkeypatch.setattr(tfg, name, Spy(name))
+            return launch
+
+    monkeypatch.setattr(tfg, "_flat_gemm", Spy())
     return launched
