@@ -5,7 +5,6 @@ assertion that says what failed and how to reproduce it."""
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
@@ -13,20 +12,9 @@ from harness.correctness import ErrorStats, passes
 from harness.registry import Tolerance
 
 TOL = Tolerance(multiple=2.0, floor=1e-5)
-SEED_ENV = "FLASHSUITE_TEST_SEED"
 
 # Head layouts: name -> (H, H_KV)
 LAYOUTS = {"MHA": (4, 4), "GQA": (4, 2), "MQA": (4, 1)}
-
-
-def fresh_seed() -> int:
-    """A new seed every run, unless FLASHSUITE_TEST_SEED pins one (to reproduce a failure)."""
-    pinned = os.environ.get(SEED_ENV)
-    return int(pinned) if pinned else int.from_bytes(os.urandom(4), "little")
-
-
-def reproduce(seed: int) -> str:
-    return f"seed={seed} (rerun with {SEED_ENV}={seed})"
 
 
 def make_qkv(seed: int, B: int, H: int, H_KV: int, N: int, D: int, dtype: torch.dtype, with_grad_out: bool = True):

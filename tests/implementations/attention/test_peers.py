@@ -10,7 +10,8 @@ import torch
 from harness import registry
 from harness.cases import Case
 from implementations.attention import reference
-from tests.implementations.attention._support import assert_rule, fwd_bwd, make_qkv, reproduce
+from tests.implementations.attention._support import assert_rule, fwd_bwd, make_qkv
+from tests.implementations.shared import reproduce
 
 CPU_PEERS = ("sdpa", "sdpa-math")
 GPU_ONLY_PEERS = ("sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "flex", "flash-attn", "xformers")

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from implementations.attention import reference
-from tests.implementations.attention._support import LAYOUTS, fwd_bwd, make_qkv, reproduce, truth
+from tests.implementations.attention._support import LAYOUTS, fwd_bwd, make_qkv, truth
+from tests.implementations.shared import reproduce
 
 F64 = dict(rtol=1e-10, atol=1e-12)
 

@@ -21,8 +21,8 @@ from triton.runtime.errors import InterpreterError
 from harness.correctness import bitwise_equal, poisoned_allocations
 from implementations.attention import reference, triton_backward, triton_forward
 from implementations.attention.triton_attention import attention
-from tests.implementations.attention._support import (
-    LAYOUTS, assert_rule, fwd_bwd, make_qkv, reproduce, rule_verdict, truth)
+from tests.implementations.attention._support import LAYOUTS, assert_rule, fwd_bwd, make_qkv, rule_verdict, truth
+from tests.implementations.shared import reproduce
 
 NAMES = ("out", "dq", "dk", "dv")
 B = 2

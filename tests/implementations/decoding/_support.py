@@ -6,7 +6,6 @@ reproduce it."""
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, replace
 
 import torch
@@ -16,18 +15,7 @@ from harness.registry import Tolerance
 from implementations.decoding import reference
 
 TOL = Tolerance(multiple=2.0, floor=1e-5)
-SEED_ENV = "FLASHSUITE_TEST_SEED"
 GARBAGE = 1e4  # what the cache holds past each sequence's length, unless told otherwise
-
-
-def fresh_seed() -> int:
-    """A new seed every run, unless FLASHSUITE_TEST_SEED pins one (to reproduce a failure)."""
-    pinned = os.environ.get(SEED_ENV)
-    return int(pinned) if pinned else int.from_bytes(os.urandom(4), "little")
-
-
-def reproduce(seed: int) -> str:
-    return f"seed={seed} (rerun with {SEED_ENV}={seed})"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from harness import registry
 from harness.cases import Case
 from implementations.decoding import peers
-from tests.implementations.decoding._support import assert_rule, make_decode, reproduce
+from tests.implementations.decoding._support import assert_rule, make_decode
+from tests.implementations.shared import reproduce
 
 
 def _case(B: int, H: int, H_KV: int, Q: int, N: int, D: int, page: int = 0, ragged: bool = True) -> Case:

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from implementations.decoding import reference
-from tests.implementations.decoding._support import describe, make_decode, reproduce, truth
+from tests.implementations.decoding._support import describe, make_decode, truth
+from tests.implementations.shared import reproduce
 
 F64 = dict(rtol=1e-10, atol=1e-12)
 

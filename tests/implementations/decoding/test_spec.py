@@ -10,7 +10,8 @@ import torch
 from harness import registry
 from harness.cases import Case
 from implementations import decoding
-from tests.implementations.decoding._support import Decode, assert_rule, reproduce
+from tests.implementations.decoding._support import Decode, assert_rule
+from tests.implementations.shared import reproduce
 
 # NumPy warnings from the interpreter (empty chunks take log2(0)) are expected.
 pytestmark = pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")

@@ -24,8 +24,8 @@ import torch
 from harness.correctness import bitwise_equal, poisoned_allocations
 from implementations.decoding import triton_decoding as td
 from implementations.decoding.triton_decoding import CONFIGS, DecodeConfig, decode_attention
-from tests.implementations.decoding._support import (
-    assert_rule, describe, make_decode, reproduce, rule_verdict, truth)
+from tests.implementations.decoding._support import assert_rule, describe, make_decode, rule_verdict, truth
+from tests.implementations.shared import reproduce, stub_kernel
 
 # NumPy's overflow / invalid-value warnings from the interpreter are expected: the unified-max
 # pass overflows exp before the fallback discards it, and masked rows compute -inf - -inf.
@@ -381,15 +381,7 @@ def test_bad_inputs_raise_value_error(args, kwargs, match):
 def no_launch(monkeypatch):
     """The kernel replaced by a stub that launches nothing, so an unvalidated input that
     would read out of bounds never runs."""
-    launches = []
-
-    class Stub:
-        def __getitem__(self, grid):
-            launches.append(grid)
-            return lambda *args, **kwargs: None
-
-    monkeypatch.setattr(td, "_split_kv_kernel", Stub())
-    return launches
+    return stub_kernel(monkeypatch, td, "_split_kv_kernel")
 
 
 @pytest.mark.parametrize("case", ["contiguous-batch", "table-batch", "zero-splits"])

@@ -4,7 +4,6 @@ how to reproduce it."""
 
 from __future__ import annotations
 
-import os
 
 import torch
 
@@ -15,17 +14,6 @@ from implementations.flat_gemm import make_inputs, reference
 from implementations.flat_gemm import triton_flat_gemm as tfg
 
 TOL = registry.technique("flat-gemm").tolerance
-SEED_ENV = "FLASHSUITE_TEST_SEED"
-
-
-def fresh_seed() -> int:
-    """A new seed every run, unless FLASHSUITE_TEST_SEED pins one (to reproduce a failure)."""
-    pinned = os.environ.get(SEED_ENV)
-    return int(pinned) if pinned else int.from_bytes(os.urandom(4), "little")
-
-
-def reproduce(seed: int) -> str:
-    return f"seed={seed} (rerun with {SEED_ENV}={seed})"
 
 
 def make_xw(seed: int, M: int, N: int, K: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from implementations.flat_gemm import reference
-from tests.implementations.flat_gemm._support import make_xw, reproduce, truth
+from tests.implementations.flat_gemm._support import make_xw, truth
+from tests.implementations.shared import reproduce
 
 F64 = dict(rtol=1e-12, atol=1e-12)
 SHAPES = [(1, 77, 129), (3, 5, 1), (13, 64, 33), (64, 130, 67)]  # (M, N, K)

@@ -13,7 +13,8 @@ from rich.console import Console
 from harness import cli, registry, runner, suites
 from harness.cases import Case
 from harness.errors import UsageError
-from tests.implementations.flat_gemm._support import assert_rule, make_xw, reproduce, spy_on_kernels, truth
+from tests.implementations.flat_gemm._support import assert_rule, make_xw, spy_on_kernels, truth
+from tests.implementations.shared import reproduce
 
 TRITON_IMPLS = ("triton", "triton-flat", "triton-gemv")
 PEERS = ("cublas", "cublas-linear")

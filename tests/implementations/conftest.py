@@ -1,6 +1,6 @@
 import pytest
 
-from tests.implementations.attention._support import fresh_seed, reproduce
+from tests.implementations.shared import fresh_seed, reproduce
 
 
 @pytest.fixture

@@ -1,0 +1,62 @@
+"""FlashRNN's fused LSTM, GRU and sLSTM as a differentiable PyTorch op: the forward kernel
+(triton_rnn_forward.py) keeps the time loop on chip and, when a gradient is wanted, saves
+what the reverse-time kernel (triton_rnn_backward.py) reads."""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from implementations.rnn import triton_rnn_backward, triton_rnn_forward
+from implementations.rnn.reference import CELLS, GATES
+
+HEAD_DIMS = (16, 32, 64, 128)
+DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def unsupported_reason(cell: str, head_dim: int, dtype: torch.dtype) -> str | None:
+    if cell not in CELLS:
+        return f"unknown cell {cell!r} (accepted: {', '.join(CELLS)})"
+    if head_dim not in HEAD_DIMS:
+        return (f"head size {head_dim} is not supported (accepted: {', '.join(map(str, HEAD_DIMS))}: powers of two "
+                f"from tl.dot's minimum of 16 up to what a head's recurrent block keeps on chip)")
+    if dtype not in DTYPES:
+        return f"dtype {dtype} is not supported (accepted: bfloat16, float16, float32)"
+    return None
+
+
+class _FusedRNN(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, cell, Wx, R, b, save):
+        y, pre, states = triton_rnn_forward.forward(cell, Wx, R, b, save)
+        if save:
+            ctx.save_for_backward(y, R, pre, states)
+            ctx.cell = cell
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        y, R, pre, states = ctx.saved_tensors
+        d_wx, d_r, d_b = triton_rnn_backward.backward(ctx.cell, dy, y, R, pre, states)
+        return None, d_wx, d_r, d_b, None
+
+
+def fused_rnn(cell: str, Wx: torch.Tensor, R: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """y [B, T, H, D] of the head-wise recurrence `cell`, fused over time, differentiable in
+    Wx, R and b (shapes as in reference.rnn: Wx [B, T, G, H, D], R [G, H, D, D], b [G, H, D])."""
+    if Wx.dim() != 5:
+        raise ValueError(f"expected Wx [B, T, G, H, D], got {tuple(Wx.shape)}")
+    batch, steps, gates, heads, head_dim = Wx.shape
+    reason = unsupported_reason(cell, head_dim, Wx.dtype)
+    if reason:
+        raise ValueError(reason)
+    if gates != GATES[cell] or R.shape != (gates, heads, head_dim, head_dim) or b.shape != (gates, heads, head_dim):
+        raise ValueError(f"{cell} takes Wx [B, T, {GATES[cell]}, H, D], R [{GATES[cell]}, H, D, D], b [{GATES[cell]}, H, D]; "
+                         f"got {tuple(Wx.shape)}, {tuple(R.shape)}, {tuple(b.shape)}")
+    if not (Wx.dtype == R.dtype == b.dtype):
+        raise ValueError(f"Wx, R, b must share a dtype, got {Wx.dtype}, {R.dtype}, {b.dtype}")
+    Wx, R, b = (t if t.stride(-1) == 1 else t.contiguous() for t in (Wx, R, b))
+    # Decided here: inside forward() grad mode is always off, so no_grad could not be told apart.
+    save = torch.is_grad_enabled() and any(t.requires_grad for t in (Wx, R, b))
+    return _FusedRNN.apply(cell, Wx, R, b, save)

@@ -1,0 +1,139 @@
+"""The fused reverse-time recurrence in Triton: FlashRNN's backward, the time loop inside one
+kernel, walking from the last step to the first.
+
+Per step t, with the forward's saved gate pre-activations and cell states, one program
+(a block of sequences of one head) turns dy_t (the output's gradient plus what step t + 1
+sends back through the recurrence) into the gates' pre-activation gradients, writes them,
+and sends dy_{t-1} += sum_g dpre_g R[g, h]^T back in registers. The weight gradients are
+sums over every sequence and step, so they are left to one batched GEMM after the kernel
+(dR[g, h] = sum_{b,t} y_{t-1}^T dpre_g, db = sum dpre_g): deterministic, no atomics.
+
+sLSTM's stabilizer m is held fixed: y = o c / n does not depend on it (c and n both carry
+exp(-m)), so its gradient paths cancel exactly and the backward need not follow them.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from implementations.rnn.triton_rnn_forward import BLOCK_B, _tanh
+from implementations.triton_support import architecture, dot_precision
+
+
+@triton.jit
+def _saved(PTR, rows, live, dims, t, slot, head, stride_b, stride_t, stride_slot, other: tl.constexpr):
+    """[BLOCK_B, D] of a saved float32 buffer [B, T, slots, H, D] at step t (`other` before step 0)."""
+    mask = live[:, None] & (rows[:, None] * 0 + t >= 0)  # a tensor even where t is a Python int
+    return tl.load(PTR + rows[:, None] * stride_b + t * stride_t + slot * stride_slot + head * dims.shape[0]
+                   + dims[None, :], mask=mask, other=other)
+
+
+@triton.jit
+def _send_back(DWX, DREC, R, drec, dwx, rows, live, dims, t, g, head, stride_db, stride_dt, stride_dg,
+               stride_rg, stride_rh, stride_rd, DOT_PRECISION: tl.constexpr):
+    """Write gate g's gradients at step t; return its recurrent term for dy_{t-1}: drec R[g, head]^T."""
+    offsets = rows[:, None] * stride_db + t * stride_dt + g * stride_dg + head * dims.shape[0] + dims[None, :]
+    tl.store(DWX + offsets, dwx.to(DWX.dtype.element_ty), mask=live[:, None])
+    tl.store(DREC + offsets, drec, mask=live[:, None])
+    weights = tl.load(R + g * stride_rg + head * stride_rh + dims[:, None] * stride_rd + dims[None, :])
+    return tl.dot(drec.to(R.dtype.element_ty), tl.trans(weights), input_precision=DOT_PRECISION)
+
+
+@triton.jit
+def _backward_kernel(DY, Y, R, PRE, STATES, DWX, DREC, batch, steps,
+                     stride_yb, stride_yt, stride_yh, stride_rg, stride_rh, stride_rd,
+                     stride_pb, stride_pt, stride_pg, stride_sb, stride_st, stride_sg,
+                     stride_db, stride_dt, stride_dg,
+                     CELL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_B: tl.constexpr,
+                     DOT_PRECISION: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    head = tl.program_id(1)
+    live = rows < batch
+    dims = tl.arange(0, HEAD_DIM)
+    dy_next = tl.zeros([BLOCK_B, HEAD_DIM], dtype=tl.float32)  # what step t + 1 sends back to y_t
+    dc = tl.zeros([BLOCK_B, HEAD_DIM], dtype=tl.float32)
+    dn = tl.zeros([BLOCK_B, HEAD_DIM], dtype=tl.float32)
+    for step in range(steps):
+        t = steps - 1 - step
+        y_offsets = rows[:, None] * stride_yb + head * stride_yh + dims[None, :]
+        dy = tl.load(DY + y_offsets + t * stride_yt, mask=live[:, None], other=0.0).to(tl.float32) + dy_next
+        p0 = _saved(PRE, rows, live, dims, t, 0, head, stride_pb, stride_pt, stride_pg, 0.0)
+        p1 = _saved(PRE, rows, live, dims, t, 1, head, stride_pb, stride_pt, stride_pg, 0.0)
+        p2 = _saved(PRE, rows, live, dims, t, 2, head, stride_pb, stride_pt, stride_pg, 0.0)
+        p3 = _saved(PRE, rows, live, dims, t, 3, head, stride_pb, stride_pt, stride_pg, 0.0)
+        if CELL == "gru":  # p0, p1: r and u pre-activations; p2, p3: the candidate's input and recurrent terms
+            y_prev = tl.load(Y + y_offsets + (t - 1) * stride_yt, mask=live[:, None] & (rows[:, None] * 0 + t > 0), other=0.0)
+            r, u = tl.sigmoid(p0), tl.sigmoid(p1)
+            cand = _tanh(p2 + r * p3)
+            d_cand = dy * (1.0 - u) * (1.0 - cand * cand)
+            d_r = d_cand * p3 * r * (1.0 - r)
+            d_u = dy * (y_prev.to(tl.float32) - cand) * u * (1.0 - u)
+            dy_next = dy * u
+            dy_next += _send_back(DWX, DREC, R, d_r, d_r, rows, live, dims, t, 0, head, stride_db, stride_dt,
+                                  stride_dg, stride_rg, stride_rh, stride_rd, DOT_PRECISION)
+            dy_next += _send_back(DWX, DREC, R, d_u, d_u, rows, live, dims, t, 1, head, stride_db, stride_dt,
+                                  stride_dg, stride_rg, stride_rh, stride_rd, DOT_PRECISION)
+            dy_next += _send_back(DWX, DREC, R, d_cand * r, d_cand, rows, live, dims, t, 2, head, stride_db,
+                                  stride_dt, stride_dg, stride_rg, stride_rh, stride_rd, DOT_PRECISION)
+        else:  # p0..p3: the i, f, z, o pre-activations
+            c = _saved(STATES, rows, live, dims, t, 0, head, stride_sb, stride_st, stride_sg, 0.0)
+            c_prev = _saved(STATES, rows, live, dims, t - 1, 0, head, stride_sb, stride_st, stride_sg, 0.0)
+            z, o = _tanh(p2), tl.sigmoid(p3)
+            if CELL == "lstm":
+                i, f = tl.sigmoid(p0), tl.sigmoid(p1)
+                tanh_c = _tanh(c)
+                d_o = dy * tanh_c * o * (1.0 - o)
+                dc += dy * o * (1.0 - tanh_c * tanh_c)
+                d_i = dc * z * i * (1.0 - i)
+                d_f = dc * c_prev * f * (1.0 - f)
+                d_z = dc * i * (1.0 - z * z)
+                dc = dc * f
+            else:  # slstm, with m fixed: i' = exp(i - m), f' = exp(logsigmoid(f) + m_prev - m)
+                n = _saved(STATES, rows, live, dims, t, 1, head, stride_sb, stride_st, stride_sg, 1.0)
+                m = _saved(STATES, rows, live, dims, t, 2, head, stride_sb, stride_st, stride_sg, 0.0)
+                n_prev = _saved(STATES, rows, live, dims, t - 1, 1, head, stride_sb, stride_st, stride_sg, 0.0)
+                m_prev = _saved(STATES, rows, live, dims, t - 1, 2, head, stride_sb, stride_st, stride_sg,
+                                float("-inf"))
+                i_gate = tl.exp(p0 - m)
+                f_gate = tl.exp(tl.minimum(p1, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(p1))) + m_prev - m)
+                d_o = dy * (c / n) * o * (1.0 - o)
+                dc += dy * o / n
+                dn += -dy * o * c / (n * n)
+                d_i = (dc * z + dn) * i_gate
+                d_f = (dc * c_prev + dn * n_prev) * f_gate * tl.sigmoid(-p1)
+                d_z = dc * i_gate * (1.0 - z * z)
+                dc = dc * f_gate
+                dn = dn * f_gate
+            dy_next = _send_back(DWX, DREC, R, d_i, d_i, rows, live, dims, t, 0, head, stride_db, stride_dt,
+                                 stride_dg, stride_rg, stride_rh, stride_rd, DOT_PRECISION)
+            dy_next += _send_back(DWX, DREC, R, d_f, d_f, rows, live, dims, t, 1, head, stride_db, stride_dt,
+                                  stride_dg, stride_rg, stride_rh, stride_rd, DOT_PRECISION)
+            dy_next += _send_back(DWX, DREC, R, d_z, d_z, rows, live, dims, t, 2, head, stride_db, stride_dt,
+                                  stride_dg, stride_rg, stride_rh, stride_rd, DOT_PRECISION)
+            dy_next += _send_back(DWX, DREC, R, d_o, d_o, rows, live, dims, t, 3, head, stride_db, stride_dt,
+                                  stride_dg, stride_rg, stride_rh, stride_rd, DOT_PRECISION)
+
+
+def backward(cell: str, dy: torch.Tensor, y: torch.Tensor, R: torch.Tensor, pre: torch.Tensor,
+             states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dWx, dR, db) from the output's gradient and the forward's y and saved buffers."""
+    batch, steps, heads, head_dim = y.shape
+    gates = R.shape[0]
+    dy = dy.contiguous()
+    dwx = torch.empty(batch, steps, gates, heads, head_dim, device=y.device, dtype=y.dtype)
+    drec = torch.empty(batch, steps, gates, heads, head_dim, device=y.device, dtype=torch.float32)
+    block_b = BLOCK_B[architecture()]
+    _backward_kernel[(triton.cdiv(batch, block_b), heads)](
+        dy, y, R, pre, states, dwx, drec, batch, steps,
+        y.stride(0), y.stride(1), y.stride(2), R.stride(0), R.stride(1), R.stride(2),
+        pre.stride(0), pre.stride(1), pre.stride(2), states.stride(0), states.stride(1), states.stride(2),
+        drec.stride(0), drec.stride(1), drec.stride(2),
+        CELL=cell, HEAD_DIM=head_dim, BLOCK_B=block_b, DOT_PRECISION=dot_precision(y.dtype),
+    )
+    # The recurrent term of step t multiplied y_{t-1} (zero before the first step), as rounded then.
+    y_prev = torch.cat([torch.zeros_like(y[:, :1]), y[:, :-1]], dim=1).to(torch.float32)
+    d_r = torch.einsum("bthd,btghe->ghde", y_prev, drec).to(R.dtype)
+    d_b = drec.sum(dim=(0, 1)).to(R.dtype)
+    return dwx, d_r, d_b

@@ -1,0 +1,142 @@
+"""The fused forward recurrence in Triton (FlashRNN): the whole time loop inside one kernel.
+
+A PyTorch loop launches a handful of kernels per time step and reads the states back from
+memory each time; here one program owns a block of sequences of one head and walks all T
+steps with its states (y, c, n, m) in registers, in float32, reading only the step's input
+projections and its head's recurrent block R[g, h] (from L2 after the first step) and
+writing y. Heads are independent (block-diagonal R), so they are the grid's second axis.
+
+The recurrent product y_{t-1} @ R[g, h] is a tensor-core dot of [BLOCK_B, D] x [D, D] with
+y rounded to the input dtype (as FlashRNN does), so BLOCK_B is at least 16 rows, padded
+past the batch. The cells and their gate order are reference.py's. For training the kernel
+also saves, per step, the gates' pre-activations and the cell states (float32) that the
+reverse-time kernel in triton_rnn_backward.py reads.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from implementations.triton_support import architecture, dot_precision
+
+# Sequences per program: 16 is tl.dot's minimum; more rows share each load of R. Untuned.
+BLOCK_B = {"interpreter": 16, "sm90": 16, "sm100": 16, "sm80": 16, "sm8x": 16, "other": 16}
+SAVED_GATES = 4  # lstm, slstm: i, f, z, o; gru: r, u pre-activations, then n's input and recurrent terms
+SAVED_STATES = 3  # c, n, m after each step
+
+
+@triton.jit
+def _tanh(x):
+    return 2.0 * tl.sigmoid(2.0 * x) - 1.0
+
+
+@triton.jit
+def _log_sigmoid(x):
+    return tl.minimum(x, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(x)))
+
+
+@triton.jit
+def _gate(WX, R, BIAS, y_in, rows, live, dims, t, g, head,
+          stride_wb, stride_wt, stride_wg, stride_wh, stride_rg, stride_rh, stride_rd, stride_bg, stride_bh,
+          DOT_PRECISION: tl.constexpr):
+    """Gate g at step t: the input projection, and the recurrent term y_{t-1} R[g, head] + b[g, head]."""
+    pre = tl.load(WX + rows[:, None] * stride_wb + t * stride_wt + g * stride_wg + head * stride_wh + dims[None, :],
+                  mask=live[:, None], other=0.0).to(tl.float32)
+    weights = tl.load(R + g * stride_rg + head * stride_rh + dims[:, None] * stride_rd + dims[None, :])
+    bias = tl.load(BIAS + g * stride_bg + head * stride_bh + dims).to(tl.float32)
+    rec = tl.dot(y_in, weights, input_precision=DOT_PRECISION) + bias[None, :]
+    return pre, rec
+
+
+@triton.jit
+def _forward_kernel(WX, R, BIAS, Y, PRE, STATES, batch, steps,
+                    stride_wb, stride_wt, stride_wg, stride_wh, stride_rg, stride_rh, stride_rd,
+                    stride_bg, stride_bh, stride_yb, stride_yt, stride_yh,
+                    stride_pb, stride_pt, stride_pg, stride_sb, stride_st, stride_sg, stride_sh,
+                    CELL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_B: tl.constexpr,
+                    DOT_PRECISION: tl.constexpr, SAVE: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    head = tl.program_id(1)
+    live = rows < batch
+    dims = tl.arange(0, HEAD_DIM)
+    y = tl.zeros([BLOCK_B, HEAD_DIM], dtype=tl.float32)
+    c = tl.zeros([BLOCK_B, HEAD_DIM], dtype=tl.float32)
+    n = tl.zeros([BLOCK_B, HEAD_DIM], dtype=tl.float32)
+    m = tl.full([BLOCK_B, HEAD_DIM], float("-inf"), dtype=tl.float32)
+    for t in range(steps):
+        y_in = y.to(R.dtype.element_ty)
+        pre_0, rec_0 = _gate(WX, R, BIAS, y_in, rows, live, dims, t, 0, head, stride_wb, stride_wt,
+                                   stride_wg, stride_wh, stride_rg, stride_rh, stride_rd, stride_bg, stride_bh,
+                                   DOT_PRECISION)
+        pre_1, rec_1 = _gate(WX, R, BIAS, y_in, rows, live, dims, t, 1, head, stride_wb, stride_wt,
+                                   stride_wg, stride_wh, stride_rg, stride_rh, stride_rd, stride_bg, stride_bh,
+                                   DOT_PRECISION)
+        pre_2, rec_2 = _gate(WX, R, BIAS, y_in, rows, live, dims, t, 2, head, stride_wb, stride_wt,
+                                   stride_wg, stride_wh, stride_rg, stride_rh, stride_rd, stride_bg, stride_bh,
+                                   DOT_PRECISION)
+        if CELL == "gru":
+            r = tl.sigmoid(pre_0 + rec_0)
+            u = tl.sigmoid(pre_1 + rec_1)
+            y = (1.0 - u) * _tanh(pre_2 + r * rec_2) + u * y
+            if SAVE:
+                saved = PRE + rows[:, None] * stride_pb + t * stride_pt + head * stride_sh + dims[None, :]
+                tl.store(saved, pre_0 + rec_0, mask=live[:, None])
+                tl.store(saved + stride_pg, pre_1 + rec_1, mask=live[:, None])
+                tl.store(saved + 2 * stride_pg, pre_2, mask=live[:, None])
+                tl.store(saved + 3 * stride_pg, rec_2, mask=live[:, None])
+        else:
+            pre_3, rec_3 = _gate(WX, R, BIAS, y_in, rows, live, dims, t, 3, head, stride_wb, stride_wt,
+                                   stride_wg, stride_wh, stride_rg, stride_rh, stride_rd, stride_bg, stride_bh,
+                                   DOT_PRECISION)
+            i, f, z, o = pre_0 + rec_0, pre_1 + rec_1, pre_2 + rec_2, pre_3 + rec_3
+            if CELL == "lstm":
+                c = tl.sigmoid(f) * c + tl.sigmoid(i) * _tanh(z)
+                y = tl.sigmoid(o) * _tanh(c)
+            else:  # slstm: exponential gates, stabilized in log space by m (which starts at -inf)
+                log_f_plus_m = _log_sigmoid(f) + m
+                m_new = tl.maximum(log_f_plus_m, i)
+                i_gate = tl.exp(i - m_new)
+                f_gate = tl.exp(log_f_plus_m - m_new)
+                c = f_gate * c + i_gate * _tanh(z)
+                n = f_gate * n + i_gate
+                m = m_new
+                y = tl.sigmoid(o) * c / n
+            if SAVE:
+                saved = PRE + rows[:, None] * stride_pb + t * stride_pt + head * stride_sh + dims[None, :]
+                tl.store(saved, i, mask=live[:, None])
+                tl.store(saved + stride_pg, f, mask=live[:, None])
+                tl.store(saved + 2 * stride_pg, z, mask=live[:, None])
+                tl.store(saved + 3 * stride_pg, o, mask=live[:, None])
+                state = STATES + rows[:, None] * stride_sb + t * stride_st + head * stride_sh + dims[None, :]
+                tl.store(state, c, mask=live[:, None])
+                tl.store(state + stride_sg, n, mask=live[:, None])
+                tl.store(state + 2 * stride_sg, m, mask=live[:, None])
+        tl.store(Y + rows[:, None] * stride_yb + t * stride_yt + head * stride_yh + dims[None, :],
+                 y.to(Y.dtype.element_ty), mask=live[:, None])
+
+
+
+
+def forward(cell: str, Wx: torch.Tensor, R: torch.Tensor, b: torch.Tensor, save: bool):
+    """y [B, T, H, D] in Wx's dtype; with save, also the float32 gate pre-activations
+    [B, T, 4, H, D] and cell states [B, T, 3, H, D] the backward reads (else None, None).
+    Inputs validated by the caller, last dims contiguous."""
+    batch, steps, _, heads, head_dim = Wx.shape
+    y = torch.empty(batch, steps, heads, head_dim, device=Wx.device, dtype=Wx.dtype)
+    if save:
+        pre = torch.empty(batch, steps, SAVED_GATES, heads, head_dim, device=Wx.device, dtype=torch.float32)
+        states = torch.empty(batch, steps, SAVED_STATES, heads, head_dim, device=Wx.device, dtype=torch.float32)
+    else:
+        pre = states = torch.empty(1, 1, 1, 1, 1, device=Wx.device, dtype=torch.float32)  # never written
+    block_b = BLOCK_B[architecture()]
+    _forward_kernel[(triton.cdiv(batch, block_b), heads)](
+        Wx, R, b, y, pre, states, batch, steps,
+        Wx.stride(0), Wx.stride(1), Wx.stride(2), Wx.stride(3), R.stride(0), R.stride(1), R.stride(2),
+        b.stride(0), b.stride(1), y.stride(0), y.stride(1), y.stride(2),
+        pre.stride(0), pre.stride(1), pre.stride(2), states.stride(0), states.stride(1), states.stride(2),
+        head_dim,  # both saved buffers are [B, T, slots, H, D]: a head is D elements on
+        CELL=cell, HEAD_DIM=head_dim, BLOCK_B=block_b, DOT_PRECISION=dot_precision(Wx.dtype), SAVE=save,
+    )
+    return (y, pre, states) if save else (y, None, None)
