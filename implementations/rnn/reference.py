@@ -57,14 +57,25 @@ def _slstm(pre: list[torch.Tensor], rec: list[torch.Tensor], state: dict) -> tor
 STEPS = {"lstm": _lstm, "gru": _gru, "slstm": _slstm}
 
 
+def shape_problem(cell: str, Wx: torch.Tensor, R: torch.Tensor, b: torch.Tensor) -> str | None:
+    """Why Wx, R, b do not fit together for `cell`, or None."""
+    gates = GATES[cell]
+    if Wx.dim() == 5:
+        heads, dim = Wx.shape[3:]
+        if Wx.shape[2] == gates and R.shape == (gates, heads, dim, dim) and b.shape == (gates, heads, dim):
+            return None
+    return (f"{cell} takes Wx [B, T, {gates}, H, D], R [{gates}, H, D, D], b [{gates}, H, D]; "
+            f"got {tuple(Wx.shape)}, {tuple(R.shape)}, {tuple(b.shape)}")
+
+
 def rnn(cell: str, Wx: torch.Tensor, R: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """y [B, T, H, D] of the head-wise recurrence `cell` (see the module docstring)."""
     if cell not in STEPS:
         raise ValueError(f"unknown cell {cell!r} (accepted: {', '.join(CELLS)})")
+    problem = shape_problem(cell, Wx, R, b)
+    if problem:
+        raise ValueError(problem)
     batch, steps, gates, heads, dim = Wx.shape
-    if gates != GATES[cell] or R.shape != (gates, heads, dim, dim) or b.shape != (gates, heads, dim):
-        raise ValueError(f"{cell} takes Wx [B, T, {GATES[cell]}, H, D], R [{GATES[cell]}, H, D, D], b [{GATES[cell]}, H, D]; "
-                         f"got {tuple(Wx.shape)}, {tuple(R.shape)}, {tuple(b.shape)}")
     zeros = Wx.new_zeros(batch, heads, dim)
     state = {"y": zeros, "c": zeros, "n": zeros, "m": torch.full_like(zeros, float("-inf"))}
     outputs = []

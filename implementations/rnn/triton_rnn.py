@@ -8,7 +8,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from implementations.rnn import triton_rnn_backward, triton_rnn_forward
-from implementations.rnn.reference import CELLS, GATES
+from implementations.rnn.reference import CELLS, shape_problem
 
 HEAD_DIMS = (16, 32, 64, 128)
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -47,13 +47,13 @@ def fused_rnn(cell: str, Wx: torch.Tensor, R: torch.Tensor, b: torch.Tensor) -> 
     Wx, R and b (shapes as in reference.rnn: Wx [B, T, G, H, D], R [G, H, D, D], b [G, H, D])."""
     if Wx.dim() != 5:
         raise ValueError(f"expected Wx [B, T, G, H, D], got {tuple(Wx.shape)}")
-    batch, steps, gates, heads, head_dim = Wx.shape
+    head_dim = Wx.shape[-1]
     reason = unsupported_reason(cell, head_dim, Wx.dtype)
     if reason:
         raise ValueError(reason)
-    if gates != GATES[cell] or R.shape != (gates, heads, head_dim, head_dim) or b.shape != (gates, heads, head_dim):
-        raise ValueError(f"{cell} takes Wx [B, T, {GATES[cell]}, H, D], R [{GATES[cell]}, H, D, D], b [{GATES[cell]}, H, D]; "
-                         f"got {tuple(Wx.shape)}, {tuple(R.shape)}, {tuple(b.shape)}")
+    problem = shape_problem(cell, Wx, R, b)
+    if problem:
+        raise ValueError(problem)
     if not (Wx.dtype == R.dtype == b.dtype):
         raise ValueError(f"Wx, R, b must share a dtype, got {Wx.dtype}, {R.dtype}, {b.dtype}")
     Wx, R, b = (t if t.stride(-1) == 1 else t.contiguous() for t in (Wx, R, b))

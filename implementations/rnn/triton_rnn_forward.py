@@ -67,15 +67,12 @@ def _forward_kernel(WX, R, BIAS, Y, PRE, STATES, batch, steps,
     m = tl.full([BLOCK_B, HEAD_DIM], float("-inf"), dtype=tl.float32)
     for t in range(steps):
         y_in = y.to(R.dtype.element_ty)
-        pre_0, rec_0 = _gate(WX, R, BIAS, y_in, rows, live, dims, t, 0, head, stride_wb, stride_wt,
-                                   stride_wg, stride_wh, stride_rg, stride_rh, stride_rd, stride_bg, stride_bh,
-                                   DOT_PRECISION)
-        pre_1, rec_1 = _gate(WX, R, BIAS, y_in, rows, live, dims, t, 1, head, stride_wb, stride_wt,
-                                   stride_wg, stride_wh, stride_rg, stride_rh, stride_rd, stride_bg, stride_bh,
-                                   DOT_PRECISION)
-        pre_2, rec_2 = _gate(WX, R, BIAS, y_in, rows, live, dims, t, 2, head, stride_wb, stride_wt,
-                                   stride_wg, stride_wh, stride_rg, stride_rh, stride_rd, stride_bg, stride_bh,
-                                   DOT_PRECISION)
+        pre_0, rec_0 = _gate(WX, R, BIAS, y_in, rows, live, dims, t, 0, head, stride_wb, stride_wt, stride_wg,
+                             stride_wh, stride_rg, stride_rh, stride_rd, stride_bg, stride_bh, DOT_PRECISION)
+        pre_1, rec_1 = _gate(WX, R, BIAS, y_in, rows, live, dims, t, 1, head, stride_wb, stride_wt, stride_wg,
+                             stride_wh, stride_rg, stride_rh, stride_rd, stride_bg, stride_bh, DOT_PRECISION)
+        pre_2, rec_2 = _gate(WX, R, BIAS, y_in, rows, live, dims, t, 2, head, stride_wb, stride_wt, stride_wg,
+                             stride_wh, stride_rg, stride_rh, stride_rd, stride_bg, stride_bh, DOT_PRECISION)
         if CELL == "gru":
             r = tl.sigmoid(pre_0 + rec_0)
             u = tl.sigmoid(pre_1 + rec_1)
@@ -87,9 +84,8 @@ def _forward_kernel(WX, R, BIAS, Y, PRE, STATES, batch, steps,
                 tl.store(saved + 2 * stride_pg, pre_2, mask=live[:, None])
                 tl.store(saved + 3 * stride_pg, rec_2, mask=live[:, None])
         else:
-            pre_3, rec_3 = _gate(WX, R, BIAS, y_in, rows, live, dims, t, 3, head, stride_wb, stride_wt,
-                                   stride_wg, stride_wh, stride_rg, stride_rh, stride_rd, stride_bg, stride_bh,
-                                   DOT_PRECISION)
+            pre_3, rec_3 = _gate(WX, R, BIAS, y_in, rows, live, dims, t, 3, head, stride_wb, stride_wt, stride_wg,
+                             stride_wh, stride_rg, stride_rh, stride_rd, stride_bg, stride_bh, DOT_PRECISION)
             i, f, z, o = pre_0 + rec_0, pre_1 + rec_1, pre_2 + rec_2, pre_3 + rec_3
             if CELL == "lstm":
                 c = tl.sigmoid(f) * c + tl.sigmoid(i) * _tanh(z)
