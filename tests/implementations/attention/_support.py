@@ -8,8 +8,8 @@ import math
 
 import torch
 
-from harness.correctness import ErrorStats, passes
 from harness.registry import Tolerance
+from tests.implementations.shared import verdict
 
 TOL = Tolerance(multiple=2.0, floor=1e-5)
 
@@ -71,12 +71,7 @@ def truth(q, k, v, causal: bool, scale: float | None = None, do=None):
 
 def rule_verdict(out, ref_lowp, ref64, dtype, unit_scale=None) -> tuple[bool, str]:
     """The harness rule for one output: (passes, a line with the numbers)."""
-    err = ErrorStats.between(out, ref64)
-    ref_err = ErrorStats.between(ref_lowp, ref64)
-    ok = passes(err, ref_err, TOL, dtype, unit_scale)
-    line = (f"rel_err {err.rel_err:.3e} vs reference {ref_err.rel_err:.3e}; "
-            f"max_abs_err {err.max_abs_err:.3e} vs reference {ref_err.max_abs_err:.3e} (scale {ref_err.scale:.3e})")
-    return ok, line
+    return verdict(out, ref_lowp, ref64, dtype, TOL, unit_scale)
 
 
 def assert_rule(names, outs, refs_lowp, refs64, dtype, context: str) -> None:

@@ -16,7 +16,6 @@ import math
 
 import pytest
 import torch
-from triton.runtime.errors import InterpreterError
 
 from harness.correctness import bitwise_equal, poisoned_allocations
 from implementations.attention import reference, triton_backward, triton_forward

@@ -10,9 +10,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from harness.correctness import ErrorStats, passes
 from harness.registry import Tolerance
 from implementations.decoding import reference
+from tests.implementations.shared import verdict
 
 TOL = Tolerance(multiple=2.0, floor=1e-5)
 GARBAGE = 1e4  # what the cache holds past each sequence's length, unless told otherwise
@@ -121,12 +121,7 @@ def rule_verdict(out: torch.Tensor, d: Decode, want: torch.Tensor | None = None,
     if keep is not None:
         keep = keep.expand(out.shape)
         out, want, ref = out[keep], want[keep], ref[keep]
-    err = ErrorStats.between(out, want)
-    ref_err = ErrorStats.between(ref, want)
-    ok = passes(err, ref_err, TOL, d.dtype)
-    line = (f"rel_err {err.rel_err:.3e} vs reference {ref_err.rel_err:.3e}; "
-            f"max_abs_err {err.max_abs_err:.3e} vs reference {ref_err.max_abs_err:.3e} (scale {ref_err.scale:.3e})")
-    return ok, line
+    return verdict(out, ref, want, d.dtype, TOL)
 
 
 def assert_rule(out: torch.Tensor, d: Decode, context: str, want: torch.Tensor | None = None,

@@ -14,7 +14,6 @@ tables and cache lengths read as if unit-stride.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import replace
 
@@ -23,9 +22,9 @@ import torch
 
 from harness.correctness import bitwise_equal, poisoned_allocations
 from implementations.decoding import triton_decoding as td
-from implementations.decoding.triton_decoding import CONFIGS, DecodeConfig, decode_attention
+from implementations.decoding.triton_decoding import CONFIGS, decode_attention
 from tests.implementations.decoding._support import assert_rule, describe, make_decode, rule_verdict, truth
-from tests.implementations.shared import reproduce, stub_kernel
+from tests.implementations.shared import pairwise_cases, reproduce, stub_kernel, uncovered_pairs
 
 # NumPy's overflow / invalid-value warnings from the interpreter are expected: the unified-max
 # pass overflows exp before the fallback discards it, and masked rows compute -inf - -inf.
@@ -45,24 +44,7 @@ AXES = {"layout": LAYOUTS, "lengths": LENGTHS, "splits": SPLITS, "dtype": DTYPES
 HEAD_DIMS = (16, 32, 64)  # cycled over the cases
 
 
-def _pairwise_cases() -> list[dict[str, str]]:
-    """A covering array of strength 2 over AXES, built greedily (deterministically): each
-    case is the full combination covering the most value pairs not yet covered. Every pair
-    of values of any two axes appears in some case (test_case_list_is_pairwise)."""
-    names = list(AXES)
-    uncovered = {((a, x), (b, y)) for a, b in itertools.combinations(names, 2) for x in AXES[a] for y in AXES[b]}
-    candidates = [dict(zip(names, combo)) for combo in itertools.product(*(list(AXES[a]) for a in names))]
-    cases = []
-    while uncovered:
-        def gain(c):
-            return sum(((a, c[a]), (b, c[b])) in uncovered for a, b in itertools.combinations(names, 2))
-        best = max(candidates, key=gain)
-        uncovered -= {((a, best[a]), (b, best[b])) for a, b in itertools.combinations(names, 2)}
-        cases.append(best)
-    return cases
-
-
-CASES = _pairwise_cases()
+CASES = pairwise_cases(AXES)
 
 
 def _case_id(c) -> str:
@@ -81,10 +63,7 @@ def test_interpreter_tile_is_16_keys():
 
 
 def test_case_list_is_pairwise():
-    for a, b in itertools.combinations(AXES, 2):
-        seen = {(c[a], c[b]) for c in CASES}
-        missing = set(itertools.product(AXES[a], AXES[b])) - seen
-        assert not missing, f"pairs of {a} and {b} never tested: {missing}"
+    assert not uncovered_pairs(CASES, AXES), f"value pairs never tested: {uncovered_pairs(CASES, AXES)}"
     assert len(CASES) <= 20, f"{len(CASES)} cases: the greedy covering array grew"
 
 

@@ -9,9 +9,9 @@ import torch
 
 from harness import registry
 from harness.cases import Case
-from harness.correctness import ErrorStats, passes
 from implementations.flat_gemm import make_inputs, reference
 from implementations.flat_gemm import triton_flat_gemm as tfg
+from tests.implementations.shared import verdict
 
 TOL = registry.technique("flat-gemm").tolerance
 
@@ -30,13 +30,7 @@ def truth(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 def rule_verdict(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> tuple[bool, str]:
     """The harness rule for y = x @ w.T: (passes, a line with the numbers). The yardstick is
     the reference run at x's precision, judged against the float64 truth."""
-    y64 = truth(x, w)
-    err = ErrorStats.between(y, y64)
-    ref_err = ErrorStats.between(reference.flat_gemm(x, w), y64)
-    ok = passes(err, ref_err, TOL, x.dtype)
-    line = (f"rel_err {err.rel_err:.3e} vs reference {ref_err.rel_err:.3e}; "
-            f"max_abs_err {err.max_abs_err:.3e} vs reference {ref_err.max_abs_err:.3e} (scale {ref_err.scale:.3e})")
-    return ok, line
+    return verdict(y, reference.flat_gemm(x, w), truth(x, w), x.dtype, TOL)
 
 
 def assert_rule(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, context: str) -> None:

@@ -10,9 +10,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from harness.correctness import ErrorStats, passes
 from harness.registry import Tolerance
 from implementations.rnn import reference
+from tests.implementations.shared import verdict
 
 TOL = Tolerance(multiple=2.0, floor=1e-5)
 GATES = {"lstm": 4, "gru": 3, "slstm": 4}  # written out here, not imported from the code under test
@@ -152,12 +152,7 @@ def rule_verdict(out: torch.Tensor, r: Rnn, want: torch.Tensor | None = None,
     want = truth(r) if want is None else want
     ref = reference.rnn(*r.args)
     out, want, ref = out[:, steps], want[:, steps], ref[:, steps]
-    err = ErrorStats.between(out, want)
-    ref_err = ErrorStats.between(ref, want)
-    ok = passes(err, ref_err, TOL, r.dtype)
-    line = (f"rel_err {err.rel_err:.3e} vs reference {ref_err.rel_err:.3e}; "
-            f"max_abs_err {err.max_abs_err:.3e} vs reference {ref_err.max_abs_err:.3e} (scale {ref_err.scale:.3e})")
-    return ok, line
+    return verdict(out, ref, want, r.dtype, TOL)
 
 
 def assert_rule(out: torch.Tensor, r: Rnn, context: str, want: torch.Tensor | None = None,
@@ -205,11 +200,8 @@ def grad_verdicts(grads, r: Rnn, dy: torch.Tensor, want=None) -> list[tuple[str,
     ref = gradients(reference.rnn, r, dy)[1]
     verdicts = []
     for name, got, w, yard in zip(GRAD_NAMES, grads, want, ref):
-        err, ref_err = ErrorStats.between(got, w), ErrorStats.between(yard, w)
-        ok = passes(err, ref_err, TOL, r.dtype)
-        verdicts.append((name, ok, f"{name}: rel_err {err.rel_err:.3e} vs reference {ref_err.rel_err:.3e}; "
-                                   f"max_abs_err {err.max_abs_err:.3e} vs reference {ref_err.max_abs_err:.3e} "
-                                   f"(scale {ref_err.scale:.3e})"))
+        ok, line = verdict(got, yard, w, r.dtype, TOL)
+        verdicts.append((name, ok, f"{name}: {line}"))
     return verdicts
 
 

@@ -25,7 +25,7 @@ from implementations.rnn import triton_rnn as tr
 from implementations.rnn import triton_rnn_forward as trf
 from implementations.rnn.triton_rnn import fused_rnn
 from tests.implementations.rnn._support import GATES, assert_rule, describe, make_rnn, rule_verdict, truth
-from tests.implementations.shared import reproduce, stub_kernel
+from tests.implementations.shared import pairwise_cases, reproduce, stub_kernel, uncovered_pairs
 
 # NumPy's overflow warnings from the interpreter are expected: tl.sigmoid is 1 / (1 + e^-x),
 # and e^-x overflows to inf (giving the right 0) for saturated gates.
@@ -47,25 +47,7 @@ def _cost(c: dict[str, str]) -> int:
     return math.ceil(BATCHES[c["B"]] / 16) * HEADS[c["H"]] * STEPS[c["T"]]
 
 
-def _pairwise_cases() -> list[dict[str, str]]:
-    """A covering array of strength 2 over AXES, built greedily (deterministically): each
-    case is the combination covering the most value pairs not yet covered, the cheapest of
-    those. Every pair of values of any two axes appears in some case (test_case_list_is_pairwise)."""
-    names = list(AXES)
-    pairs = list(itertools.combinations(names, 2))
-    uncovered = {((a, x), (b, y)) for a, b in pairs for x in AXES[a] for y in AXES[b]}
-    candidates = [dict(zip(names, combo)) for combo in itertools.product(*(list(AXES[a]) for a in names))]
-    cases = []
-    while uncovered:
-        def score(c):
-            return (sum(((a, c[a]), (b, c[b])) in uncovered for a, b in pairs), -_cost(c))
-        best = max(candidates, key=score)
-        uncovered -= {((a, best[a]), (b, best[b])) for a, b in pairs}
-        cases.append(best)
-    return cases
-
-
-CASES = _pairwise_cases()
+CASES = pairwise_cases(AXES, cost=_cost)  # the cheapest of the equally covering cases
 
 
 def _case_id(c) -> str:
@@ -81,10 +63,7 @@ def test_interpreter_block_is_16_sequences():
 
 
 def test_case_list_is_pairwise():
-    for a, b in itertools.combinations(AXES, 2):
-        seen = {(c[a], c[b]) for c in CASES}
-        missing = set(itertools.product(AXES[a], AXES[b])) - seen
-        assert not missing, f"pairs of {a} and {b} never tested: {missing}"
+    assert not uncovered_pairs(CASES, AXES), f"value pairs never tested: {uncovered_pairs(CASES, AXES)}"
     assert len(CASES) <= 16, f"{len(CASES)} cases: the greedy covering array grew"
     assert sum(map(_cost, CASES)) <= 600, f"{sum(map(_cost, CASES))} program-steps: the grid got slow"
 
