@@ -9,6 +9,6 @@ set -euo pipefail
 sha=$1
 shift
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD" FLASHSUITE_GIT_SHA="$sha" FLASHSUITE_GIT_DIRTY=0
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" FLASHSUITE_GIT_SHA="$sha" FLASHSUITE_GIT_DIRTY=0
 python3 -m harness.cli env
 python3 -m harness.cli run "$@"
