@@ -68,13 +68,15 @@ def plan(suite: Suite, impls: Iterable[str] = (), dtypes: Iterable[str] = (),
         have = sorted({registry.dtype_name(u.dtype) for u in suite.units})
         raise UsageError(f"suite {suite.name!r} has no cases in dtype {', '.join(dtypes)} (its dtypes: {', '.join(have)})")
     units = _matching(units, list(cases), suite.name)
-    known = {impl.name: impl for t in suite.techniques for impl in registry.implementations(t)}
+    # Names repeat across techniques ("reference", "triton"): look an implementation up with its technique.
+    by_technique = {t: {impl.name: impl for impl in registry.implementations(t)} for t in suite.techniques}
+    known = {name for table in by_technique.values() for name in table}
     unknown = [name for name in impls if name not in known]
     if unknown:
         raise UsageError(f"unknown implementation {unknown[0]!r} for suite {suite.name!r} "
                          f"(available: {', '.join(sorted(known))})")
     for name in impls:
-        reason = known[name].missing_needs()
+        reason = next(filter(None, (table[name].missing_needs() for table in by_technique.values() if name in table)), None)
         if reason:
             raise UsageError(f"implementation {name!r} cannot run here: it {reason}")
     planned = []
@@ -84,7 +86,7 @@ def plan(suite: Suite, impls: Iterable[str] = (), dtypes: Iterable[str] = (),
         names = tuple(impl.name for impl in registry.implementations(unit.technique)
                       if (not impls or impl.name in impls) and impl.name not in unit.exclude)
         for name in names:
-            if known[name].why_not(tech, unit.case, unit.dtype, unit.direction) is None:
+            if by_technique[unit.technique][name].why_not(tech, unit.case, unit.dtype, unit.direction) is None:
                 runnable[name] += 1
         if names:
             planned.append(PlannedUnit(unit, names))
@@ -93,7 +95,8 @@ def plan(suite: Suite, impls: Iterable[str] = (), dtypes: Iterable[str] = (),
             example = next((p.unit for p in planned if name in p.impls), None)
             if example is None:
                 raise UsageError(f"implementation {name!r} is excluded from every case of suite {suite.name!r}")
-            reason = known[name].why_not(registry.technique(example.technique), example.case, example.dtype, example.direction)
+            reason = by_technique[example.technique][name].why_not(registry.technique(example.technique), example.case,
+                                                                   example.dtype, example.direction)
             raise UsageError(f"implementation {name!r} supports none of the selected cases (e.g. {example.case.id}: {reason})")
     return planned
 

@@ -18,8 +18,12 @@ import torch
 import triton
 import triton.language as tl
 
-from implementations.rnn.triton_rnn_forward import BLOCK_B, _tanh
+from implementations.rnn.triton_rnn_forward import RnnConfig, _tanh, _weights
 from implementations.triton_support import architecture, dot_precision
+
+# Launch shapes by architecture (see triton_rnn_forward.RnnConfig).
+CONFIGS = {"interpreter": RnnConfig(), "sm90": RnnConfig(), "sm100": RnnConfig(), "sm80": RnnConfig(),
+           "sm8x": RnnConfig(), "other": RnnConfig()}
 
 
 @triton.jit
@@ -31,14 +35,13 @@ def _saved(PTR, rows, live, dims, t, slot, head, stride_b, stride_t, stride_slot
 
 
 @triton.jit
-def _send_back(DWX, DREC, R, drec, dwx, rows, live, dims, t, g, head, stride_db, stride_dt, stride_dg,
-               stride_rg, stride_rh, stride_rd, DOT_PRECISION: tl.constexpr):
+def _send_back(DWX, DREC, weights, drec, dwx, rows, live, dims, t, g, head, stride_db, stride_dt, stride_dg,
+               DOT_PRECISION: tl.constexpr):
     """Write gate g's gradients at step t; return its recurrent term for dy_{t-1}: drec R[g, head]^T."""
     offsets = rows[:, None] * stride_db + t * stride_dt + g * stride_dg + head * dims.shape[0] + dims[None, :]
     tl.store(DWX + offsets, dwx.to(DWX.dtype.element_ty), mask=live[:, None])
     tl.store(DREC + offsets, drec, mask=live[:, None])
-    weights = tl.load(R + g * stride_rg + head * stride_rh + dims[:, None] * stride_rd + dims[None, :])
-    return tl.dot(drec.to(R.dtype.element_ty), tl.trans(weights), input_precision=DOT_PRECISION)
+    return tl.dot(drec.to(weights.dtype), tl.trans(weights), input_precision=DOT_PRECISION)
 
 
 @triton.jit
@@ -47,7 +50,7 @@ def _backward_kernel(DY, Y, R, PRE, STATES, DWX, DREC, batch, steps,
                      stride_pb, stride_pt, stride_pg, stride_sb, stride_st, stride_sg,
                      stride_db, stride_dt, stride_dg,
                      CELL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_B: tl.constexpr,
-                     DOT_PRECISION: tl.constexpr):
+                     DOT_PRECISION: tl.constexpr, HOIST_R: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     head = tl.program_id(1)
     live = rows < batch
@@ -55,8 +58,20 @@ def _backward_kernel(DY, Y, R, PRE, STATES, DWX, DREC, batch, steps,
     dy_next = tl.zeros([BLOCK_B, HEAD_DIM], dtype=tl.float32)  # what step t + 1 sends back to y_t
     dc = tl.zeros([BLOCK_B, HEAD_DIM], dtype=tl.float32)
     dn = tl.zeros([BLOCK_B, HEAD_DIM], dtype=tl.float32)
+    if HOIST_R:  # as in the forward: the head's recurrent blocks kept on chip for all T steps
+        r_0 = _weights(R, 0, head, dims, stride_rg, stride_rh, stride_rd)
+        r_1 = _weights(R, 1, head, dims, stride_rg, stride_rh, stride_rd)
+        r_2 = _weights(R, 2, head, dims, stride_rg, stride_rh, stride_rd)
+        if CELL != "gru":
+            r_3 = _weights(R, 3, head, dims, stride_rg, stride_rh, stride_rd)
     for step in range(steps):
         t = steps - 1 - step
+        if not HOIST_R:
+            r_0 = _weights(R, 0, head, dims, stride_rg, stride_rh, stride_rd)
+            r_1 = _weights(R, 1, head, dims, stride_rg, stride_rh, stride_rd)
+            r_2 = _weights(R, 2, head, dims, stride_rg, stride_rh, stride_rd)
+            if CELL != "gru":
+                r_3 = _weights(R, 3, head, dims, stride_rg, stride_rh, stride_rd)
         y_offsets = rows[:, None] * stride_yb + head * stride_yh + dims[None, :]
         dy = tl.load(DY + y_offsets + t * stride_yt, mask=live[:, None], other=0.0).to(tl.float32) + dy_next
         p0 = _saved(PRE, rows, live, dims, t, 0, head, stride_pb, stride_pt, stride_pg, 0.0)
@@ -71,12 +86,12 @@ def _backward_kernel(DY, Y, R, PRE, STATES, DWX, DREC, batch, steps,
             d_r = d_cand * p3 * r * (1.0 - r)
             d_u = dy * (y_prev.to(tl.float32) - cand) * u * (1.0 - u)
             dy_next = dy * u
-            dy_next += _send_back(DWX, DREC, R, d_r, d_r, rows, live, dims, t, 0, head, stride_db, stride_dt,
-                                  stride_dg, stride_rg, stride_rh, stride_rd, DOT_PRECISION)
-            dy_next += _send_back(DWX, DREC, R, d_u, d_u, rows, live, dims, t, 1, head, stride_db, stride_dt,
-                                  stride_dg, stride_rg, stride_rh, stride_rd, DOT_PRECISION)
-            dy_next += _send_back(DWX, DREC, R, d_cand * r, d_cand, rows, live, dims, t, 2, head, stride_db,
-                                  stride_dt, stride_dg, stride_rg, stride_rh, stride_rd, DOT_PRECISION)
+            dy_next += _send_back(DWX, DREC, r_0, d_r, d_r, rows, live, dims, t, 0, head, stride_db, stride_dt,
+                                  stride_dg, DOT_PRECISION)
+            dy_next += _send_back(DWX, DREC, r_1, d_u, d_u, rows, live, dims, t, 1, head, stride_db, stride_dt,
+                                  stride_dg, DOT_PRECISION)
+            dy_next += _send_back(DWX, DREC, r_2, d_cand * r, d_cand, rows, live, dims, t, 2, head, stride_db,
+                                  stride_dt, stride_dg, DOT_PRECISION)
         else:  # p0..p3: the i, f, z, o pre-activations
             c = _saved(STATES, rows, live, dims, t, 0, head, stride_sb, stride_st, stride_sg, 0.0)
             c_prev = _saved(STATES, rows, live, dims, t - 1, 0, head, stride_sb, stride_st, stride_sg, 0.0)
@@ -106,31 +121,32 @@ def _backward_kernel(DY, Y, R, PRE, STATES, DWX, DREC, batch, steps,
                 d_z = dc * i_gate * (1.0 - z * z)
                 dc = dc * f_gate
                 dn = dn * f_gate
-            dy_next = _send_back(DWX, DREC, R, d_i, d_i, rows, live, dims, t, 0, head, stride_db, stride_dt,
-                                 stride_dg, stride_rg, stride_rh, stride_rd, DOT_PRECISION)
-            dy_next += _send_back(DWX, DREC, R, d_f, d_f, rows, live, dims, t, 1, head, stride_db, stride_dt,
-                                  stride_dg, stride_rg, stride_rh, stride_rd, DOT_PRECISION)
-            dy_next += _send_back(DWX, DREC, R, d_z, d_z, rows, live, dims, t, 2, head, stride_db, stride_dt,
-                                  stride_dg, stride_rg, stride_rh, stride_rd, DOT_PRECISION)
-            dy_next += _send_back(DWX, DREC, R, d_o, d_o, rows, live, dims, t, 3, head, stride_db, stride_dt,
-                                  stride_dg, stride_rg, stride_rh, stride_rd, DOT_PRECISION)
+            dy_next = _send_back(DWX, DREC, r_0, d_i, d_i, rows, live, dims, t, 0, head, stride_db, stride_dt,
+                                 stride_dg, DOT_PRECISION)
+            dy_next += _send_back(DWX, DREC, r_1, d_f, d_f, rows, live, dims, t, 1, head, stride_db, stride_dt,
+                                  stride_dg, DOT_PRECISION)
+            dy_next += _send_back(DWX, DREC, r_2, d_z, d_z, rows, live, dims, t, 2, head, stride_db, stride_dt,
+                                  stride_dg, DOT_PRECISION)
+            dy_next += _send_back(DWX, DREC, r_3, d_o, d_o, rows, live, dims, t, 3, head, stride_db, stride_dt,
+                                  stride_dg, DOT_PRECISION)
 
 
 def backward(cell: str, dy: torch.Tensor, y: torch.Tensor, R: torch.Tensor, pre: torch.Tensor,
-             states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             states: torch.Tensor, config: RnnConfig | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dWx, dR, db) from the output's gradient and the forward's y and saved buffers."""
     batch, steps, heads, head_dim = y.shape
     gates = R.shape[0]
     dy = dy.contiguous()
     dwx = torch.empty(batch, steps, gates, heads, head_dim, device=y.device, dtype=y.dtype)
     drec = torch.empty(batch, steps, gates, heads, head_dim, device=y.device, dtype=torch.float32)
-    block_b = BLOCK_B[architecture()]
-    _backward_kernel[(triton.cdiv(batch, block_b), heads)](
+    config = config or CONFIGS[architecture()]
+    _backward_kernel[(triton.cdiv(batch, config.block_b), heads)](
         dy, y, R, pre, states, dwx, drec, batch, steps,
         y.stride(0), y.stride(1), y.stride(2), R.stride(0), R.stride(1), R.stride(2),
         pre.stride(0), pre.stride(1), pre.stride(2), states.stride(0), states.stride(1), states.stride(2),
         drec.stride(0), drec.stride(1), drec.stride(2),
-        CELL=cell, HEAD_DIM=head_dim, BLOCK_B=block_b, DOT_PRECISION=dot_precision(y.dtype),
+        CELL=cell, HEAD_DIM=head_dim, BLOCK_B=config.block_b, DOT_PRECISION=dot_precision(y.dtype),
+        HOIST_R=config.hoist_r, num_warps=config.warps, num_stages=config.stages,
     )
     # The recurrent term of step t multiplied y_{t-1} (zero before the first step), as rounded then.
     y_prev = torch.cat([torch.zeros_like(y[:, :1]), y[:, :-1]], dim=1).to(torch.float32)

@@ -15,14 +15,31 @@ reverse-time kernel in triton_rnn_backward.py reads.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
 from implementations.triton_support import architecture, dot_precision
 
-# Sequences per program: 16 is tl.dot's minimum; more rows share each load of R. Untuned.
-BLOCK_B = {"interpreter": 16, "sm90": 16, "sm100": 16, "sm80": 16, "sm8x": 16, "other": 16}
+
+
+@dataclass(frozen=True)
+class RnnConfig:
+    """A launch shape: sequences per program (16 is tl.dot's minimum; more rows share each
+    read of R), warps, software-pipelining stages, and whether R stays on chip."""
+
+    block_b: int = 16
+    warps: int = 4
+    stages: int = 1
+    hoist_r: bool = False
+
+
+# The time loop is a chain (step t + 1 needs step t's y), so pipelining buys little and its
+# buffers of R do not fit at D = 128 (4 gates x 32 KiB per stage in bf16).
+CONFIGS = {"interpreter": RnnConfig(), "sm90": RnnConfig(), "sm100": RnnConfig(), "sm80": RnnConfig(),
+           "sm8x": RnnConfig(), "other": RnnConfig()}
 SAVED_GATES = 4  # lstm, slstm: i, f, z, o; gru: r, u pre-activations, then n's input and recurrent terms
 SAVED_STATES = 3  # c, n, m after each step
 
@@ -38,13 +55,17 @@ def _log_sigmoid(x):
 
 
 @triton.jit
-def _gate(WX, R, BIAS, y_in, rows, live, dims, t, g, head,
-          stride_wb, stride_wt, stride_wg, stride_wh, stride_rg, stride_rh, stride_rd, stride_bg, stride_bh,
-          DOT_PRECISION: tl.constexpr):
+def _weights(R, g, head, dims, stride_rg, stride_rh, stride_rd):
+    """R[g, head], [D, D]."""
+    return tl.load(R + g * stride_rg + head * stride_rh + dims[:, None] * stride_rd + dims[None, :])
+
+
+@triton.jit
+def _gate(WX, weights, BIAS, y_in, rows, live, dims, t, g, head,
+          stride_wb, stride_wt, stride_wg, stride_wh, stride_bg, stride_bh, DOT_PRECISION: tl.constexpr):
     """Gate g at step t: the input projection, and the recurrent term y_{t-1} R[g, head] + b[g, head]."""
     pre = tl.load(WX + rows[:, None] * stride_wb + t * stride_wt + g * stride_wg + head * stride_wh + dims[None, :],
                   mask=live[:, None], other=0.0).to(tl.float32)
-    weights = tl.load(R + g * stride_rg + head * stride_rh + dims[:, None] * stride_rd + dims[None, :])
     bias = tl.load(BIAS + g * stride_bg + head * stride_bh + dims).to(tl.float32)
     rec = tl.dot(y_in, weights, input_precision=DOT_PRECISION) + bias[None, :]
     return pre, rec
@@ -56,7 +77,7 @@ def _forward_kernel(WX, R, BIAS, Y, PRE, STATES, batch, steps,
                     stride_bg, stride_bh, stride_yb, stride_yt, stride_yh,
                     stride_pb, stride_pt, stride_pg, stride_sb, stride_st, stride_sg, stride_sh,
                     CELL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_B: tl.constexpr,
-                    DOT_PRECISION: tl.constexpr, SAVE: tl.constexpr):
+                    DOT_PRECISION: tl.constexpr, SAVE: tl.constexpr, HOIST_R: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     head = tl.program_id(1)
     live = rows < batch
@@ -65,14 +86,26 @@ def _forward_kernel(WX, R, BIAS, Y, PRE, STATES, batch, steps,
     c = tl.zeros([BLOCK_B, HEAD_DIM], dtype=tl.float32)
     n = tl.zeros([BLOCK_B, HEAD_DIM], dtype=tl.float32)
     m = tl.full([BLOCK_B, HEAD_DIM], float("-inf"), dtype=tl.float32)
+    if HOIST_R:  # the head's recurrent blocks read once and kept on chip for all T steps
+        r_0 = _weights(R, 0, head, dims, stride_rg, stride_rh, stride_rd)
+        r_1 = _weights(R, 1, head, dims, stride_rg, stride_rh, stride_rd)
+        r_2 = _weights(R, 2, head, dims, stride_rg, stride_rh, stride_rd)
+        if CELL != "gru":
+            r_3 = _weights(R, 3, head, dims, stride_rg, stride_rh, stride_rd)
     for t in range(steps):
+        if not HOIST_R:  # re-read each step (from L2 after the first), for blocks too big to keep
+            r_0 = _weights(R, 0, head, dims, stride_rg, stride_rh, stride_rd)
+            r_1 = _weights(R, 1, head, dims, stride_rg, stride_rh, stride_rd)
+            r_2 = _weights(R, 2, head, dims, stride_rg, stride_rh, stride_rd)
+            if CELL != "gru":
+                r_3 = _weights(R, 3, head, dims, stride_rg, stride_rh, stride_rd)
         y_in = y.to(R.dtype.element_ty)
-        pre_0, rec_0 = _gate(WX, R, BIAS, y_in, rows, live, dims, t, 0, head, stride_wb, stride_wt, stride_wg,
-                             stride_wh, stride_rg, stride_rh, stride_rd, stride_bg, stride_bh, DOT_PRECISION)
-        pre_1, rec_1 = _gate(WX, R, BIAS, y_in, rows, live, dims, t, 1, head, stride_wb, stride_wt, stride_wg,
-                             stride_wh, stride_rg, stride_rh, stride_rd, stride_bg, stride_bh, DOT_PRECISION)
-        pre_2, rec_2 = _gate(WX, R, BIAS, y_in, rows, live, dims, t, 2, head, stride_wb, stride_wt, stride_wg,
-                             stride_wh, stride_rg, stride_rh, stride_rd, stride_bg, stride_bh, DOT_PRECISION)
+        pre_0, rec_0 = _gate(WX, r_0, BIAS, y_in, rows, live, dims, t, 0, head, stride_wb, stride_wt, stride_wg,
+                             stride_wh, stride_bg, stride_bh, DOT_PRECISION)
+        pre_1, rec_1 = _gate(WX, r_1, BIAS, y_in, rows, live, dims, t, 1, head, stride_wb, stride_wt, stride_wg,
+                             stride_wh, stride_bg, stride_bh, DOT_PRECISION)
+        pre_2, rec_2 = _gate(WX, r_2, BIAS, y_in, rows, live, dims, t, 2, head, stride_wb, stride_wt, stride_wg,
+                             stride_wh, stride_bg, stride_bh, DOT_PRECISION)
         if CELL == "gru":
             r = tl.sigmoid(pre_0 + rec_0)
             u = tl.sigmoid(pre_1 + rec_1)
@@ -84,8 +117,8 @@ def _forward_kernel(WX, R, BIAS, Y, PRE, STATES, batch, steps,
                 tl.store(saved + 2 * stride_pg, pre_2, mask=live[:, None])
                 tl.store(saved + 3 * stride_pg, rec_2, mask=live[:, None])
         else:
-            pre_3, rec_3 = _gate(WX, R, BIAS, y_in, rows, live, dims, t, 3, head, stride_wb, stride_wt, stride_wg,
-                             stride_wh, stride_rg, stride_rh, stride_rd, stride_bg, stride_bh, DOT_PRECISION)
+            pre_3, rec_3 = _gate(WX, r_3, BIAS, y_in, rows, live, dims, t, 3, head, stride_wb, stride_wt, stride_wg,
+                                 stride_wh, stride_bg, stride_bh, DOT_PRECISION)
             i, f, z, o = pre_0 + rec_0, pre_1 + rec_1, pre_2 + rec_2, pre_3 + rec_3
             if CELL == "lstm":
                 c = tl.sigmoid(f) * c + tl.sigmoid(i) * _tanh(z)
@@ -113,9 +146,8 @@ def _forward_kernel(WX, R, BIAS, Y, PRE, STATES, batch, steps,
                  y.to(Y.dtype.element_ty), mask=live[:, None])
 
 
-
-
-def forward(cell: str, Wx: torch.Tensor, R: torch.Tensor, b: torch.Tensor, save: bool):
+def forward(cell: str, Wx: torch.Tensor, R: torch.Tensor, b: torch.Tensor, save: bool,
+            config: RnnConfig | None = None):
     """y [B, T, H, D] in Wx's dtype; with save, also the float32 gate pre-activations
     [B, T, 4, H, D] and cell states [B, T, 3, H, D] the backward reads (else None, None).
     Inputs validated by the caller, last dims contiguous."""
@@ -126,13 +158,14 @@ def forward(cell: str, Wx: torch.Tensor, R: torch.Tensor, b: torch.Tensor, save:
         states = torch.empty(batch, steps, SAVED_STATES, heads, head_dim, device=Wx.device, dtype=torch.float32)
     else:
         pre = states = torch.empty(1, 1, 1, 1, 1, device=Wx.device, dtype=torch.float32)  # never written
-    block_b = BLOCK_B[architecture()]
-    _forward_kernel[(triton.cdiv(batch, block_b), heads)](
+    config = config or CONFIGS[architecture()]
+    _forward_kernel[(triton.cdiv(batch, config.block_b), heads)](
         Wx, R, b, y, pre, states, batch, steps,
         Wx.stride(0), Wx.stride(1), Wx.stride(2), Wx.stride(3), R.stride(0), R.stride(1), R.stride(2),
         b.stride(0), b.stride(1), y.stride(0), y.stride(1), y.stride(2),
         pre.stride(0), pre.stride(1), pre.stride(2), states.stride(0), states.stride(1), states.stride(2),
         head_dim,  # both saved buffers are [B, T, slots, H, D]: a head is D elements on
-        CELL=cell, HEAD_DIM=head_dim, BLOCK_B=block_b, DOT_PRECISION=dot_precision(Wx.dtype), SAVE=save,
+        CELL=cell, HEAD_DIM=head_dim, BLOCK_B=config.block_b, DOT_PRECISION=dot_precision(Wx.dtype), SAVE=save,
+        HOIST_R=config.hoist_r, num_warps=config.warps, num_stages=config.stages,
     )
     return (y, pre, states) if save else (y, None, None)

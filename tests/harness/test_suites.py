@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import suites
+from harness import registry, suites
 from harness.errors import UsageError
 from tests.harness.helpers import fake_suite
 
@@ -222,3 +222,20 @@ def test_cuda_graph_timing_of_a_backward_is_refused(write, fake):
     text = fake_suite(directions=("fwd", "fwd+bwd")).replace('tiers = ["quick", "full"]\n',
                                                              'tiers = ["quick", "full"]\ntiming = "cuda-graph"\n')
     assert "timing 'cuda-graph' times forward passes only" in _load_error(write(text))
+
+
+@pytest.mark.parametrize("name", suites.available())
+def test_every_shipped_suite_plans_with_each_techniques_own_implementations(name):
+    """Implementation names repeat across techniques ("reference", "triton"): planning a
+    suite of several techniques must ask each unit's own technique's implementation (it once
+    asked rnn's triton about an attention case and raised)."""
+    from harness.runner import plan
+
+    full = suites.load(name, "full")
+    planned = plan(full)
+    assert planned
+    for unit in planned:
+        names = [impl.name for impl in registry.implementations(unit.unit.technique)]
+        assert set(unit.impls) <= set(names)
+    if len(full.techniques) > 1:
+        assert plan(full, impls=("reference",))

@@ -31,7 +31,7 @@ from tests.implementations.shared import pairwise_cases, reproduce, stub_kernel,
 # and e^-x overflows to inf (giving the right 0) for saturated gates.
 pytestmark = pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")
 
-BLOCK_B = trf.BLOCK_B["interpreter"]
+BLOCK_B = trf.CONFIGS["interpreter"].block_b
 
 CELLS = {"lstm": "lstm", "gru": "gru", "slstm": "slstm"}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

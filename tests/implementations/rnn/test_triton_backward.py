@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from harness.correctness import bitwise_equal, poisoned_allocations
+from implementations.rnn import triton_rnn_backward as trb
 from implementations.rnn import triton_rnn_forward as trf
 from implementations.rnn.triton_rnn import fused_rnn
 from tests.implementations.rnn._support import (
@@ -159,3 +160,21 @@ def test_rule_rejects_wrong_gradients(seed):
     assert failed == ["dWx", "dR", "db"], f"only {failed} caught the missing last step; {reproduce(seed)}"
     with pytest.raises(AssertionError, match="outside the tolerance rule"):
         assert_grads_rule(wrong, r, dy, "missing last step", want)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "slstm"])
+def test_keeping_r_on_chip_changes_nothing(seed, cell, monkeypatch):
+    """Both ways of holding R (read once before the time loop, or re-read each step) give the
+    same y and gradients, bitwise: the launch shape is a speed choice only."""
+    r = make_rnn(seed, cell, 17, 5, 2, 16, torch.bfloat16)
+    dy = upstream(seed, r)
+    results = []
+    for hoist in (False, True):
+        config = trf.RnnConfig(hoist_r=hoist)
+        monkeypatch.setitem(trf.CONFIGS, "interpreter", config)
+        monkeypatch.setitem(trb.CONFIGS, "interpreter", config)
+        results.append(gradients(fused_rnn, r, dy))
+    (y0, g0), (y1, g1) = results
+    assert torch.equal(y0, y1), f"y differs with R kept on chip; {describe(r)}; {reproduce(seed)}"
+    for name, a, b in zip(("dWx", "dR", "db"), g0, g1):
+        assert torch.equal(a, b), f"{name} differs with R kept on chip; {describe(r)}; {reproduce(seed)}"
