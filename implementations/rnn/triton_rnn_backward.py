@@ -18,12 +18,12 @@ import torch
 import triton
 import triton.language as tl
 
-from implementations.rnn.triton_rnn_forward import RnnConfig, _tanh, _weights
-from implementations.triton_support import architecture, dot_precision
+from implementations.rnn.triton_rnn_forward import RnnConfig, _tanh, _weights, launch_config
+from implementations.triton_support import dot_precision
 
-# Launch shapes by architecture (see triton_rnn_forward.RnnConfig).
-CONFIGS = {"interpreter": RnnConfig(), "sm90": RnnConfig(), "sm100": RnnConfig(), "sm80": RnnConfig(),
-           "sm8x": RnnConfig(), "other": RnnConfig()}
+# Launch shapes by architecture (see triton_rnn_forward.RnnConfig); sm90 from the same sweep.
+CONFIGS = {"interpreter": RnnConfig(), "sm90": RnnConfig(16, 8, 2, True), "sm100": RnnConfig(16, 8, 2, True),
+           "sm80": RnnConfig(16, 8, 2, True), "sm8x": RnnConfig(16, 8, 2, True), "other": RnnConfig(16, 8, 2, True)}
 
 
 @triton.jit
@@ -139,7 +139,7 @@ def backward(cell: str, dy: torch.Tensor, y: torch.Tensor, R: torch.Tensor, pre:
     dy = dy.contiguous()
     dwx = torch.empty(batch, steps, gates, heads, head_dim, device=y.device, dtype=y.dtype)
     drec = torch.empty(batch, steps, gates, heads, head_dim, device=y.device, dtype=torch.float32)
-    config = config or CONFIGS[architecture()]
+    config = config or launch_config(CONFIGS, R)
     _backward_kernel[(triton.cdiv(batch, config.block_b), heads)](
         dy, y, R, pre, states, dwx, drec, batch, steps,
         y.stride(0), y.stride(1), y.stride(2), R.stride(0), R.stride(1), R.stride(2),

@@ -36,10 +36,21 @@ class RnnConfig:
     hoist_r: bool = False
 
 
-# The time loop is a chain (step t + 1 needs step t's y), so pipelining buys little and its
-# buffers of R do not fit at D = 128 (4 gates x 32 KiB per stage in bf16).
-CONFIGS = {"interpreter": RnnConfig(), "sm90": RnnConfig(), "sm100": RnnConfig(), "sm80": RnnConfig(),
-           "sm8x": RnnConfig(), "other": RnnConfig()}
+# sm90 from `python -m implementations.rnn.tune` on an H100 (B16 T1024, bf16): keeping R on chip
+# is 1.2-1.6x re-reading it; 8 warps beat 4 at D = 128. Three stages overflow shared memory at
+# D = 128 (R's 4 gates x 32 KiB per stage). Others untuned: the same shape.
+CONFIGS = {"interpreter": RnnConfig(), "sm90": RnnConfig(16, 8, 2, True), "sm100": RnnConfig(16, 8, 2, True),
+           "sm80": RnnConfig(16, 8, 2, True), "sm8x": RnnConfig(16, 8, 2, True), "other": RnnConfig(16, 8, 2, True)}
+ON_CHIP_BYTES = 128 * 1024  # the most of R kept on chip: bf16 at D = 128 fits, float32 at D = 128 does not
+
+
+def launch_config(configs: dict[str, RnnConfig], R: torch.Tensor) -> RnnConfig:
+    """The architecture's launch shape, re-reading R each step where its blocks are too big to keep."""
+    config = configs[architecture()]
+    gates, _, dim, _ = R.shape
+    if config.hoist_r and gates * dim * dim * R.element_size() > ON_CHIP_BYTES:
+        return RnnConfig(config.block_b, config.warps, 1, hoist_r=False)
+    return config
 SAVED_GATES = 4  # lstm, slstm: i, f, z, o; gru: r, u pre-activations, then n's input and recurrent terms
 SAVED_STATES = 3  # c, n, m after each step
 
@@ -61,14 +72,17 @@ def _weights(R, g, head, dims, stride_rg, stride_rh, stride_rd):
 
 
 @triton.jit
-def _gate(WX, weights, BIAS, y_in, rows, live, dims, t, g, head,
-          stride_wb, stride_wt, stride_wg, stride_wh, stride_bg, stride_bh, DOT_PRECISION: tl.constexpr):
-    """Gate g at step t: the input projection, and the recurrent term y_{t-1} R[g, head] + b[g, head]."""
-    pre = tl.load(WX + rows[:, None] * stride_wb + t * stride_wt + g * stride_wg + head * stride_wh + dims[None, :],
-                  mask=live[:, None], other=0.0).to(tl.float32)
+def _input(WX, rows, live, dims, t, steps, g, head, stride_wb, stride_wt, stride_wg, stride_wh):
+    """Gate g's input projection at step t, float32 (zeros past the last step)."""
+    return tl.load(WX + rows[:, None] * stride_wb + t * stride_wt + g * stride_wg + head * stride_wh + dims[None, :],
+                   mask=live[:, None] & (rows[:, None] * 0 + t < steps), other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _recurrent(weights, BIAS, y_in, dims, g, head, stride_bg, stride_bh, DOT_PRECISION: tl.constexpr):
+    """Gate g's recurrent term y_{t-1} R[g, head] + b[g, head]."""
     bias = tl.load(BIAS + g * stride_bg + head * stride_bh + dims).to(tl.float32)
-    rec = tl.dot(y_in, weights, input_precision=DOT_PRECISION) + bias[None, :]
-    return pre, rec
+    return tl.dot(y_in, weights, input_precision=DOT_PRECISION) + bias[None, :]
 
 
 @triton.jit
@@ -92,6 +106,13 @@ def _forward_kernel(WX, R, BIAS, Y, PRE, STATES, batch, steps,
         r_2 = _weights(R, 2, head, dims, stride_rg, stride_rh, stride_rd)
         if CELL != "gru":
             r_3 = _weights(R, 3, head, dims, stride_rg, stride_rh, stride_rd)
+    # The input projections do not depend on the recurrence: each step loads the next step's
+    # while its dots and cell math run, so their memory latency leaves the serial chain.
+    x_0 = _input(WX, rows, live, dims, 0, steps, 0, head, stride_wb, stride_wt, stride_wg, stride_wh)
+    x_1 = _input(WX, rows, live, dims, 0, steps, 1, head, stride_wb, stride_wt, stride_wg, stride_wh)
+    x_2 = _input(WX, rows, live, dims, 0, steps, 2, head, stride_wb, stride_wt, stride_wg, stride_wh)
+    if CELL != "gru":
+        x_3 = _input(WX, rows, live, dims, 0, steps, 3, head, stride_wb, stride_wt, stride_wg, stride_wh)
     for t in range(steps):
         if not HOIST_R:  # re-read each step (from L2 after the first), for blocks too big to keep
             r_0 = _weights(R, 0, head, dims, stride_rg, stride_rh, stride_rd)
@@ -99,13 +120,14 @@ def _forward_kernel(WX, R, BIAS, Y, PRE, STATES, batch, steps,
             r_2 = _weights(R, 2, head, dims, stride_rg, stride_rh, stride_rd)
             if CELL != "gru":
                 r_3 = _weights(R, 3, head, dims, stride_rg, stride_rh, stride_rd)
+        pre_0, pre_1, pre_2 = x_0, x_1, x_2
+        x_0 = _input(WX, rows, live, dims, t + 1, steps, 0, head, stride_wb, stride_wt, stride_wg, stride_wh)
+        x_1 = _input(WX, rows, live, dims, t + 1, steps, 1, head, stride_wb, stride_wt, stride_wg, stride_wh)
+        x_2 = _input(WX, rows, live, dims, t + 1, steps, 2, head, stride_wb, stride_wt, stride_wg, stride_wh)
         y_in = y.to(R.dtype.element_ty)
-        pre_0, rec_0 = _gate(WX, r_0, BIAS, y_in, rows, live, dims, t, 0, head, stride_wb, stride_wt, stride_wg,
-                             stride_wh, stride_bg, stride_bh, DOT_PRECISION)
-        pre_1, rec_1 = _gate(WX, r_1, BIAS, y_in, rows, live, dims, t, 1, head, stride_wb, stride_wt, stride_wg,
-                             stride_wh, stride_bg, stride_bh, DOT_PRECISION)
-        pre_2, rec_2 = _gate(WX, r_2, BIAS, y_in, rows, live, dims, t, 2, head, stride_wb, stride_wt, stride_wg,
-                             stride_wh, stride_bg, stride_bh, DOT_PRECISION)
+        rec_0 = _recurrent(r_0, BIAS, y_in, dims, 0, head, stride_bg, stride_bh, DOT_PRECISION)
+        rec_1 = _recurrent(r_1, BIAS, y_in, dims, 1, head, stride_bg, stride_bh, DOT_PRECISION)
+        rec_2 = _recurrent(r_2, BIAS, y_in, dims, 2, head, stride_bg, stride_bh, DOT_PRECISION)
         if CELL == "gru":
             r = tl.sigmoid(pre_0 + rec_0)
             u = tl.sigmoid(pre_1 + rec_1)
@@ -117,8 +139,9 @@ def _forward_kernel(WX, R, BIAS, Y, PRE, STATES, batch, steps,
                 tl.store(saved + 2 * stride_pg, pre_2, mask=live[:, None])
                 tl.store(saved + 3 * stride_pg, rec_2, mask=live[:, None])
         else:
-            pre_3, rec_3 = _gate(WX, r_3, BIAS, y_in, rows, live, dims, t, 3, head, stride_wb, stride_wt, stride_wg,
-                                 stride_wh, stride_bg, stride_bh, DOT_PRECISION)
+            pre_3 = x_3
+            x_3 = _input(WX, rows, live, dims, t + 1, steps, 3, head, stride_wb, stride_wt, stride_wg, stride_wh)
+            rec_3 = _recurrent(r_3, BIAS, y_in, dims, 3, head, stride_bg, stride_bh, DOT_PRECISION)
             i, f, z, o = pre_0 + rec_0, pre_1 + rec_1, pre_2 + rec_2, pre_3 + rec_3
             if CELL == "lstm":
                 c = tl.sigmoid(f) * c + tl.sigmoid(i) * _tanh(z)
@@ -158,7 +181,7 @@ def forward(cell: str, Wx: torch.Tensor, R: torch.Tensor, b: torch.Tensor, save:
         states = torch.empty(batch, steps, SAVED_STATES, heads, head_dim, device=Wx.device, dtype=torch.float32)
     else:
         pre = states = torch.empty(1, 1, 1, 1, 1, device=Wx.device, dtype=torch.float32)  # never written
-    config = config or CONFIGS[architecture()]
+    config = config or launch_config(CONFIGS, R)
     _forward_kernel[(triton.cdiv(batch, config.block_b), heads)](
         Wx, R, b, y, pre, states, batch, steps,
         Wx.stride(0), Wx.stride(1), Wx.stride(2), Wx.stride(3), R.stride(0), R.stride(1), R.stride(2),

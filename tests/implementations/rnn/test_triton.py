@@ -283,3 +283,14 @@ def test_a_good_call_launches_one_program_per_batch_block_and_head(no_launch):
     """The grid: ceil(B / BLOCK_B) programs along the batch, one per head."""
     fused_rnn("lstm", _z(33, 2, 4, 3, 16), _z(4, 3, 16, 16), _z(4, 3, 16))
     assert no_launch == [(3, 3)]
+
+
+@pytest.mark.parametrize("dtype,dim,gates,hoisted", [(torch.bfloat16, 128, 4, True), (torch.float32, 128, 4, False),
+                                                     (torch.float32, 64, 4, True), (torch.float32, 128, 3, False)])
+def test_r_is_kept_on_chip_only_where_it_fits(monkeypatch, dtype, dim, gates, hoisted):
+    """4 gates of float32 128 x 128 blocks (256 KiB) cannot stay in one SM's shared memory:
+    those launches re-read R each step, with one stage."""
+    monkeypatch.setitem(trf.CONFIGS, "interpreter", trf.RnnConfig(16, 8, 2, True))
+    config = trf.launch_config(trf.CONFIGS, torch.empty(gates, 2, dim, dim, dtype=dtype))
+    assert config.hoist_r is hoisted
+    assert config == (trf.RnnConfig(16, 8, 2, True) if hoisted else trf.RnnConfig(16, 8, 1, False))
