@@ -1,9 +1,11 @@
-"""The `bench` command: list, run, show, env.
+"""The `bench` command: list, run, show, env, compare, gate, export, promote.
 
 Bad input (an unknown suite, implementation or dtype, a case no selected kernel
-supports, no GPU for a GPU-only implementation, a corrupt or foreign result file) prints
-one line starting with "error:" and exits with 2, never a traceback. `bench run` exits
-with 1 when a row failed (incorrect, error, oom, crashed, timeout), 0 when none did.
+supports, no GPU for a GPU-only implementation, a corrupt or foreign result file, two
+runs that cannot be compared) prints one line starting with "error:" and exits with 2,
+never a traceback. `bench run` exits with 1 when a row failed (incorrect, error, oom,
+crashed, timeout), 0 when none did; `bench gate` exits with 1 when a case regressed
+(docs/gating.md), 0 when none did.
 """
 
 from __future__ import annotations
@@ -145,6 +147,139 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness import compare, gate, verdict_report
+
+    rule = _rule(args)
+    pairs = compare.pairs(Path(args.baseline), Path(args.candidate), rule, args.force)
+    if args.json:
+        gate.write_json(gate.Outcome(pairs, rule), Path(args.json))
+    if args.markdown:
+        print(verdict_report.markdown(pairs, "flashsuite compare", rule.describe()), end="")
+        return 0
+    for pair in pairs:
+        _print_cases(pair, pair.cases)
+    return 0
+
+
+def _print_cases(pair, cases) -> None:
+    """A rich table on a terminal; one line per case in a log (a CI job's output)."""
+    from harness import verdict_report
+
+    if console.is_terminal:
+        console.print(verdict_report.rich_table(pair, cases))
+    else:
+        console.print(verdict_report.heading(pair), markup=False, highlight=False, soft_wrap=True)
+        for text in verdict_report.plain_lines(cases):
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+    for note in pair.notes:
+        console.print(f"{pair.suite}: {note}", markup=False, highlight=False, soft_wrap=True, style="dim")
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from harness import gate, verdict_report
+
+    rule = _rule(args)
+    outcome = gate.run(Path(args.baseline), Path(args.candidate), rule, args.force)
+    if args.confirm:
+        from harness import confirm
+
+        def on_row(row, done: int, total: int) -> None:
+            timing = f" {row.median_ms:.4g} ms" if row.median_ms is not None else ""
+            print(f"[confirm {done}/{total}] {row.technique} {row.case_id} {row.dtype} {row.direction} {row.impl}: "
+                  f"{row.status}{timing}", flush=True)
+
+        flagged = sum(len(cases) for _, cases in confirm.flagged(outcome))
+        if flagged:
+            console.print(f"re-measuring {flagged} slower case(s) to confirm them")
+        fresh, tables = confirm.remeasure(outcome, Path(args.confirm_results) if args.confirm_results else None,
+                                          isolate=not args.no_isolate, force=args.force, on_row=on_row)
+        gate.rejudge(outcome, fresh, tables)
+    for pair in outcome.pairs:
+        _print_cases(pair, pair.cases if args.all else [c for c in pair.cases if c.verdict in verdict_report.NOTEWORTHY])
+    text = gate.markdown(outcome)
+    written = gate.write_step_summary(text)
+    if args.summary:
+        Path(args.summary).write_text(text)
+    if args.json:
+        gate.write_json(outcome, Path(args.json))
+    failing = outcome.failing
+    verdict = "PASS" if outcome.passed else "FAIL"
+    console.print(f"gate: {verdict}: {len(failing)} failing of {len(outcome.cases)} cases "
+                  f"({verdict_report.count_text(outcome.cases) or 'none'})"
+                  + (f"; summary appended to {written}" if written else ""))
+    return outcome.exit_code
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from harness import export
+
+    text = export.write(Path(args.file), Path(args.output) if args.output else None)
+    if args.output:
+        count = text.count('"fullname"')
+        console.print(f"wrote {args.output} ({count} benchmarks, {args.format} format)")
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from harness import baseline
+
+    dest, pointer = baseline.promote(Path(args.file), Path(args.results), args.force)
+    console.print(f"baseline: {dest} (named in {pointer})")
+    console.print(f"to make it the baseline CI gates against: git add {dest} {dest.with_suffix('.json')} {pointer} "
+                  "&& git commit")
+    return 0
+
+
+def _rule(args: argparse.Namespace):
+    from harness.compare import Rule
+
+    return Rule(max_slowdown=args.max_slowdown, confidence=args.confidence, max_clock_diff=args.max_clock_diff,
+                throttle=args.throttle, min_samples=args.min_samples, max_memory_growth=args.max_memory_growth)
+
+
+def _fraction(text: str) -> float:
+    """'5%' or '0.05' -> 0.05; a bare number of 1 or more is ambiguous and refused."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage (e.g. 5%) or a fraction (e.g. 0.05)") from None
+    if not text.endswith("%") and value >= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is ambiguous: write a percentage (e.g. {text}%) or a fraction below 1")
+    if not 0 <= value < 10:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range (0% to 1000%)")
+    return value
+
+
+def _confidence(text: str) -> float:
+    value = _fraction(text)
+    if not 0.5 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a confidence lies between 50% and 100% (e.g. 95%)")
+    return value
+
+
+def _rule_options(p: argparse.ArgumentParser) -> None:
+    from harness.compare import THROTTLE_POLICIES, Rule
+
+    p.add_argument("--max-slowdown", type=_fraction, default=Rule.max_slowdown, metavar="PCT",
+                   help="the band of no change: slower only above 1+PCT (default 5%%)")
+    p.add_argument("--confidence", type=_confidence, default=Rule.confidence, metavar="PCT",
+                   help="of the ratio's bootstrap interval (default 95%%)")
+    p.add_argument("--max-clock-diff", type=_fraction, default=Rule.max_clock_diff, metavar="PCT",
+                   help="SM clocks of two rows further apart make a change invalid (default 2%%)")
+    p.add_argument("--throttle", choices=THROTTLE_POLICIES, default=Rule.throttle,
+                   help="throttle reasons that make a change invalid: hardware (thermal, hardware slowdown; default), "
+                        "any (also the software power cap), ignore")
+    p.add_argument("--min-samples", type=int, default=Rule.min_samples, help="fewer samples make a row invalid (default 5)")
+    p.add_argument("--max-memory-growth", type=_fraction, default=None, metavar="PCT",
+                   help="fail a case whose peak memory grew by more (default: memory is reported, never fails)")
+    p.add_argument("--force", action="store_true",
+                   help="compare runs of different GPUs, suites or schema versions anyway")
+    p.add_argument("--json", metavar="FILE", help="also write every case's verdict as JSON")
+
+
 def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
 
@@ -182,6 +317,41 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("env", help="print what this machine's results would depend on")
     p.set_defaults(command=cmd_env)
+
+    tables = ("a .parquet table, or a folder of them (per suite and device: the table its BASELINE file names, "
+              "else the newest)")
+    p = sub.add_parser("compare", help="compare two runs case by case: latency ratios with intervals, correctness, "
+                                       "determinism and memory changes")
+    p.add_argument("baseline", help=tables)
+    p.add_argument("candidate", help=tables)
+    p.add_argument("--markdown", action="store_true", help="print markdown tables")
+    _rule_options(p)
+    p.set_defaults(command=cmd_compare)
+
+    p = sub.add_parser("gate", help="pass (exit 0) or fail (exit 1) a run against the baseline; docs/gating.md")
+    p.add_argument("--baseline", required=True, help=tables)
+    p.add_argument("--candidate", required=True, help=tables)
+    p.add_argument("--confirm", action="store_true",
+                   help="measure the slower cases again with the checkout's code; they fail only if confirmed")
+    p.add_argument("--confirm-results", metavar="DIR", help="where --confirm writes its tables (default: a temporary folder)")
+    p.add_argument("--no-isolate", action="store_true", help="--confirm measures in this process")
+    p.add_argument("--summary", metavar="FILE", help="also write the markdown summary here "
+                                                     "(it is appended to $GITHUB_STEP_SUMMARY when that is set)")
+    p.add_argument("--all", action="store_true", help="print every case, not only those that need a look")
+    _rule_options(p)
+    p.set_defaults(command=cmd_gate)
+
+    p = sub.add_parser("export", help="write a result table in another tool's format (pytest-benchmark's JSON)")
+    p.add_argument("file", help="a .parquet result table")
+    p.add_argument("--format", choices=["pytest-benchmark"], default="pytest-benchmark")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here (default: standard output)")
+    p.set_defaults(command=cmd_export)
+
+    p = sub.add_parser("promote", help="make a run the baseline: copy it under results/ and name it in BASELINE")
+    p.add_argument("file", help="a finished run's .parquet table")
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--force", action="store_true", help="promote a run with failed rows anyway")
+    p.set_defaults(command=cmd_promote)
     return parser
 
 

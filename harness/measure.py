@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from harness import registry
+from harness import registry, slowdown
 from harness.ceilings import Ceilings
 from harness.correctness import ErrorStats, bitwise_equal, compare_outputs, passes, poisoned_allocations
 from harness.environment import code_hash, gpu_state
@@ -149,6 +149,8 @@ class Measurer:
 
     def _time(self, tech: Technique, impl: Implementation, unit: Unit, inputs: Inputs, seed: int, row: Row) -> None:
         step, setup = self._step(impl, unit, inputs, seed)
+        step, injected = slowdown.apply(unit.technique, impl.name, step, setup, self.timer,
+                                        graph=unit.timing == "cuda-graph")  # test only; unset: unchanged
         before = gpu_state(self.device)
         timing = self.timer.time(step, setup, graph=unit.timing == "cuda-graph")
         after = gpu_state(self.device)
@@ -157,6 +159,8 @@ class Measurer:
         row.timing_mode, row.stop_reason = timing.mode, timing.stop_reason
         if timing.note:
             row.reason = timing.note
+        if injected:
+            row.reason = "; ".join(filter(None, (row.reason, injected)))
         row.is_performance_figure = timing.is_performance_figure
         row.sm_clock_mhz_before, row.sm_clock_mhz_after = before.sm_clock_mhz, after.sm_clock_mhz
         row.temp_c_before, row.temp_c_after, row.power_w_after = before.temp_c, after.temp_c, after.power_w
