@@ -1,6 +1,6 @@
 """What every technique's Triton launchers share: whether kernels run in Triton's interpreter,
-the target architecture (each launcher keeps its own tilings per architecture), the dot
-precision for a dtype, TMA-ready tensors and the tensor-descriptor scratch allocator.
+the target architecture (each launcher keeps its own tilings per architecture), the SM
+count, the dot precision for a dtype, TMA-ready tensors and the tensor-descriptor scratch allocator.
 
 Not a technique: it registers nothing, so `registry.load_all()` importing it is harmless."""
 
@@ -30,6 +30,17 @@ def architecture() -> str:
     if (major, minor) == (8, 0):
         return "sm80"
     return "sm8x" if major == 8 else "other"
+
+
+INTERPRETER_SM_COUNT = 132  # an H100's, so the interpreter plans as a Hopper would
+
+
+@functools.cache
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of `device`; INTERPRETER_SM_COUNT off the GPU."""
+    if device.type != "cuda":
+        return INTERPRETER_SM_COUNT
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def dot_precision(dtype: torch.dtype) -> str:

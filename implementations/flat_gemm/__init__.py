@@ -15,7 +15,8 @@ from harness.needs import TRITON
 from harness.registry import Direction, Inputs, Technique, Tolerance, implementation, register_technique
 from implementations.flat_gemm import reference
 from implementations.flat_gemm.triton_flat_gemm import DTYPES as TRITON_DTYPES
-from implementations.flat_gemm.triton_flat_gemm import Dataflow, choose_dataflow, flat_gemm, sm_count
+from implementations.flat_gemm.triton_flat_gemm import Dataflow, choose_dataflow, flat_gemm
+from implementations.triton_support import sm_count
 
 PARAMETERS = ("M", "K", "N")
 

@@ -18,7 +18,6 @@ masks handle any M, N, K and any strides.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from implementations.triton_support import architecture, dot_precision
+from implementations.triton_support import architecture, dot_precision, sm_count
 
 Dataflow = Literal["gemv", "flat"]
 DATAFLOWS: tuple[Dataflow, ...] = ("gemv", "flat")
@@ -41,7 +40,6 @@ GEMV_UP_TO_M = {"sm90": 0, "sm100": 0}
 GEMV_UP_TO_M_DEFAULT = GEMV_MAX_M
 MIN_K_TILES_PER_SPLIT = 4  # each split keeps a few K tiles, so its loads still pipeline
 MAX_SPLIT_K = 8  # bounds the partials' traffic (SPLIT_K x M x N float32, written and read)
-INTERPRETER_SM_COUNT = 132  # an H100's, so the interpreter plans as a Hopper would
 
 
 @dataclass(frozen=True)
@@ -129,14 +127,6 @@ def choose_dataflow(M: int, N: int, K: int, sm_count: int, dtype: torch.dtype, *
         k_tiles = triton.cdiv(K, block_k)
         split_k = max(1, min(triton.cdiv(sm_count, programs), k_tiles // MIN_K_TILES_PER_SPLIT, MAX_SPLIT_K))
     return Plan(dataflow, block_m, block_n, block_k, split_k, tiles.warps, tiles.stages)
-
-
-@functools.cache
-def sm_count(device: torch.device) -> int:
-    """Streaming multiprocessors of `device`; INTERPRETER_SM_COUNT off the GPU."""
-    if device.type != "cuda":
-        return INTERPRETER_SM_COUNT
-    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 @triton.jit

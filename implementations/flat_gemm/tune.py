@@ -18,7 +18,8 @@ import time
 import torch
 
 from harness.timing import Timer, TimingPolicy
-from implementations.flat_gemm.triton_flat_gemm import Plan, choose_dataflow, flat_gemm, sm_count
+from implementations.flat_gemm.triton_flat_gemm import Plan, choose_dataflow, flat_gemm
+from implementations.triton_support import sm_count
 from implementations.sweep_cli import sweep_main
 
 WEIGHTS = [(4096, 4096), (4096, 14336), (14336, 4096)]  # (K, N) of a Llama-3-8B layer

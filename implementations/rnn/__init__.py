@@ -13,12 +13,15 @@ import math
 import torch
 
 from harness.cases import Case
+from harness.errors import Unsupported
 from harness.needs import TRITON
 from harness.registry import Direction, Inputs, Technique, Tolerance, implementation, register_technique
 from implementations.rnn import reference
 from implementations.rnn.reference import CELLS, GATES
 from implementations.rnn.triton_rnn import DTYPES as TRITON_DTYPES
-from implementations.rnn.triton_rnn import fused_rnn, unsupported_reason
+from implementations.rnn.triton_rnn import fused_rnn, split_rnn, split_unsupported_reason, unsupported_reason
+from implementations.rnn.triton_rnn_split import grid_programs
+from implementations.triton_support import architecture, sm_count
 
 PARAMETERS = ("cell", "B", "T", "H", "D")
 
@@ -92,6 +95,18 @@ def build_reference(case: Case, Wx, R, b):
 def build_triton(case: Case, Wx, R, b):
     """flashsuite's fused recurrence: forward and reverse-time loops each inside one Triton kernel."""
     return lambda: fused_rnn(case["cell"], Wx, R, b)
+
+
+@implementation("rnn", "triton-split", role="triton", dtypes=TRITON_DTYPES, features=(*CELLS, "multi-head"),
+                needs=(TRITON,),
+                unsupported=lambda case, dtype: split_unsupported_reason(case["cell"], case["D"], dtype))
+def build_triton_split(case: Case, Wx, R, b):
+    """flashsuite's split recurrence: each head's hidden units spread over programs that meet
+    at a barrier every step, for heads too big for one program (forward only)."""
+    programs, sms = grid_programs(case["B"], case["H"], case["D"]), sm_count(Wx.device)
+    if architecture() != "interpreter" and programs > sms:
+        raise Unsupported(f"the split kernel needs its {programs} programs resident at once; this GPU has {sms} SMs")
+    return lambda: split_rnn(case["cell"], Wx, R, b)
 
 
 from implementations.rnn import peers  # noqa: E402,F401  (registers the peer libraries)

@@ -18,13 +18,14 @@ import torch
 from harness.correctness import bitwise_equal, poisoned_allocations
 from implementations.flat_gemm import triton_flat_gemm as tfg
 from implementations.flat_gemm.triton_flat_gemm import Plan, choose_dataflow, flat_gemm
+from implementations.triton_support import INTERPRETER_SM_COUNT
 from tests.implementations.flat_gemm._support import assert_rule, make_xw, rule_verdict, spy_on_kernels
 from tests.implementations.shared import reproduce
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 ROWS = [1, 3, 8, 13, 16, 33, 64]
 SHAPES = [(77, 129), (45, 200), (130, 67)]  # (N, K), taken in turn
-SM = tfg.INTERPRETER_SM_COUNT
+SM = INTERPRETER_SM_COUNT
 
 
 def _name(dtype: torch.dtype) -> str:

@@ -44,8 +44,8 @@ def test_the_technique_is_registered():
 
 def test_implementations(impls):
     names = [impl.name for impl in registry.implementations("rnn")]
-    assert names[:3] == ["reference", "triton", "cudnn"]
-    assert set(names[3:]) == {"flashrnn-triton", "flashrnn-cuda-fused", "flashrnn-cuda"}  # see test_flashrnn.py
+    assert names[:4] == ["reference", "triton", "triton-split", "cudnn"]  # triton-split: test_triton_split.py
+    assert set(names[4:]) == {"flashrnn-triton", "flashrnn-cuda-fused", "flashrnn-cuda"}  # see test_flashrnn.py
     assert registry.reference("rnn").name == "reference"
     ref, triton, cudnn = impls["reference"], impls["triton"], impls["cudnn"]
     assert ref.role == "reference" and ref.dtypes == {torch.float64, torch.float32, torch.float16, torch.bfloat16}
