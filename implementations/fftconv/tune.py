@@ -1,0 +1,122 @@
+"""Sweep the Monarch FFT convolution's plans (factorizations and warps) on this GPU.
+
+The evidence for PLANS in triton_fftconv.py (none yet: that table is untuned).
+
+    python -m implementations.fftconv.tune [--budget-s 300] [--csv sweep.csv] [--lengths 8192,65536]
+
+For each sequence length N (the FFT length L = 2N), every factorization L = n1 x n2 x n3 the
+kernels take (n1 = 1, fused, up to FUSED_MAX_L; n1 of 16..128 through the column kernels) at
+4, 8 and 16 warps is checked against the float64 reference on the GPU (within twice the
+reference's own bf16 error: a plan cannot win by being wrong) and timed with the harness's
+timer (L2 flushed, CUDA events), bf16, gated, B * C = 4096 (the headline, B = 16, C = 768, at
+N = 8192); torch.fft in float32 (the torch-fft peer) is timed beside it. The summary prints
+each length's fastest plan as the PLANS entry to paste.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import sys
+import time
+
+import torch
+
+from harness.cases import Case
+from harness.timing import Timer, TimingPolicy
+from implementations.fftconv import peers, reference
+from implementations.fftconv import triton_fftconv as tf
+from implementations.sweep_cli import sweep_main
+
+LENGTHS = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
+FACTORS = (16, 32, 64, 128)
+WARPS = (4, 8, 16)
+
+
+def candidates(length: int) -> list[tf.Plan]:
+    """Every plan for sequences of `length`: fused ones while L allows, three-pass ones always."""
+    fft = tf.fft_length(length)
+    plans = []
+    for n1 in (1,) + FACTORS:
+        for n2, n3 in itertools.product(FACTORS, FACTORS):
+            if n1 * n2 * n3 != fft or (n1 == 1 and fft > tf.FUSED_MAX_L):
+                continue
+            for warps in WARPS:
+                if n2 * n3 // (32 * warps) < 4:  # fewer than 4 elements a thread: too many warps
+                    continue
+                plans.append(tf.Plan(n1, n2, n3, num_warps=warps, block_m=min(64, n2 * n3)))
+    return [plan for plan in plans if plan.problem() is None]
+
+
+def _inputs(batch: int, channels: int, length: int):
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    u, v, w = (torch.randn(batch, channels, length, device="cuda", generator=gen).bfloat16() for _ in range(3))
+    k = (torch.randn(channels, length, device="cuda", generator=gen) / math.sqrt(length)).bfloat16()
+    return u, k, v, w
+
+
+def _rel(out: torch.Tensor, exact: torch.Tensor) -> float:
+    return ((out.double() - exact).norm() / exact.norm()).item()
+
+
+def sweep(budget_s: float, lengths: tuple[int, ...]) -> list[dict]:
+    timer = Timer(torch.device("cuda"), TimingPolicy(min_samples=10, min_seconds=0.1, max_seconds=0.5))
+    deadline = time.monotonic() + budget_s
+    rows = []
+    for length in lengths:
+        batch, channels = (16, 768) if length == 8192 else (8, 512)
+        u, k, v, w = _inputs(batch, channels, length)
+        exact = reference.fftconv(u.double(), k.double(), v.double(), w.double())
+        allowed = 2 * _rel(reference.fftconv(u, k, v, w), exact) + 1e-5
+        shape = f"B{batch} C{channels} N{length}"
+        peer = peers.build_torch_fft(Case.of(B=batch, C=channels, N=length, K=length, gated=True), u, k, v, w)
+        named = [("torch-fft", None)] + [(f"{p.n1}x{p.n2}x{p.n3} {p.num_warps}w", p) for p in candidates(length)]
+        for name, plan in named:
+            if time.monotonic() > deadline:
+                return rows
+            row = {"shape": shape, "impl": name, "ms": math.nan, "rel_err": math.nan, "note": "", "plan": ""}
+            try:
+                if plan is None:
+                    run = peer
+                else:
+                    prepared = tf.prepare(k, length, torch.bfloat16, plan)
+                    run = lambda: tf.fftconv(u, prepared, v, w)  # noqa: E731
+                    row["plan"] = f"({plan.n1}, {plan.n2}, {plan.n3}, {plan.num_warps})"
+                row["rel_err"] = _rel(run(), exact)
+                if not row["rel_err"] <= allowed:
+                    row["note"] = f"rel err {row['rel_err']:.2e} > {allowed:.2e}"
+                row["ms"] = timer.time(run).median_ms
+            except Exception as e:  # out of resources, a compile error: recorded, not fatal
+                row["note"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+            rows.append(row)
+            print(f"{shape:22} {name:18} {row['ms']:9.3f} ms  err {row['rel_err']:.2e} {row['note']}", flush=True)
+        del exact
+        torch.cuda.empty_cache()
+    return rows
+
+
+def summarize(rows: list[dict]) -> None:
+    print("\nfastest correct plans per shape (PLANS entry: (n1, n2, n3, warps)), and torch-fft:")
+    key = lambda r: r["shape"]  # noqa: E731
+    for shape, group in itertools.groupby(sorted(rows, key=key), key=key):
+        group = list(group)
+        ranked = sorted((r for r in group if r["plan"] and not r["note"] and not math.isnan(r["ms"])), key=lambda r: r["ms"])
+        peer = [r["ms"] for r in group if r["impl"] == "torch-fft"]
+        best = f"{ranked[0]['plan']} {ranked[0]['ms']:.3f} ms" if ranked else "none correct"
+        print(f"{shape:22} {best:32} torch-fft {peer[0] if peer else math.nan:.3f} ms;",
+              [(r["impl"], round(r["ms"], 3)) for r in ranked[1:4]])
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lengths", default=",".join(map(str, LENGTHS)), help="sequence lengths N, comma-separated")
+
+
+def main() -> int:
+    return sweep_main(__doc__.splitlines()[0], 300.0,
+                      lambda args: sweep(args.budget_s, tuple(int(n) for n in args.lengths.split(","))),
+                      summarize, _arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
