@@ -30,7 +30,8 @@ def torch_rnn(case: Case, Wx: torch.Tensor, R: torch.Tensor, b: torch.Tensor) ->
         rnn.bias_ih_l0.zero_()
         rnn.weight_hh_l0.copy_(torch.cat([R[g, 0].T for g in range(gates)]))  # h @ W_hh^T = [h R_g]_g
         rnn.bias_hh_l0.copy_(b[:, 0].reshape(-1))
-    return rnn
+    # Forward only: in training mode cuDNN also writes the reserve space a backward would read.
+    return rnn.eval().requires_grad_(False)
 
 
 def _unsupported(case: Case, dtype: torch.dtype) -> str | None:

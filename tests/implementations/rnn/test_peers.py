@@ -91,3 +91,12 @@ def test_has_no_backward_row(cudnn):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks what is reported on a machine without CUDA")
 def test_says_it_needs_cuda_on_a_cpu(cudnn):
     assert cudnn.role == "peer" and "CUDA" in cudnn.missing_needs()
+
+
+def test_cudnn_adapter_runs_cudnns_inference_path(seed):
+    """The adapter offers the forward only, so cuDNN must not run its training path (which
+    also writes the reserve space for a backward) while flashsuite's kernels save nothing."""
+    r = make_rnn(seed, "lstm", 2, 3, 1, 4, torch.float32)
+    module = peers.torch_rnn(_case("lstm", 2, 3, 1, 4), r.Wx, r.R, r.b)
+    assert not module.training
+    assert not any(p.requires_grad for p in module.parameters())
