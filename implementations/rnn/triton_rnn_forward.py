@@ -66,6 +66,34 @@ def _log_sigmoid(x):
 
 
 @triton.jit
+def _gru_cell(r_pre, u_pre, n_input, n_recurrent, y):
+    """nn.GRU's update: the candidate's recurrent term is gated by r before its input's."""
+    r = tl.sigmoid(r_pre)
+    u = tl.sigmoid(u_pre)
+    return (1.0 - u) * _tanh(n_input + r * n_recurrent) + u * y
+
+
+@triton.jit
+def _lstm_cell(i, f, z, o, c):
+    """(y, c) after one step."""
+    c = tl.sigmoid(f) * c + tl.sigmoid(i) * _tanh(z)
+    return tl.sigmoid(o) * _tanh(c), c
+
+
+@triton.jit
+def _slstm_cell(i, f, z, o, c, n, m):
+    """(y, c, n, m) after one step: exponential gates, stabilized in log space by m (which
+    starts at -inf)."""
+    log_f_plus_m = _log_sigmoid(f) + m
+    m_new = tl.maximum(log_f_plus_m, i)
+    i_gate = tl.exp(i - m_new)
+    f_gate = tl.exp(log_f_plus_m - m_new)
+    c = f_gate * c + i_gate * _tanh(z)
+    n = f_gate * n + i_gate
+    return tl.sigmoid(o) * c / n, c, n, m_new
+
+
+@triton.jit
 def _weights(R, g, head, dims, stride_rg, stride_rh, stride_rd):
     """R[g, head], [D, D]."""
     return tl.load(R + g * stride_rg + head * stride_rh + dims[:, None] * stride_rd + dims[None, :])
@@ -129,9 +157,7 @@ def _forward_kernel(WX, R, BIAS, Y, PRE, STATES, batch, steps,
         rec_1 = _recurrent(r_1, BIAS, y_in, dims, 1, head, stride_bg, stride_bh, DOT_PRECISION)
         rec_2 = _recurrent(r_2, BIAS, y_in, dims, 2, head, stride_bg, stride_bh, DOT_PRECISION)
         if CELL == "gru":
-            r = tl.sigmoid(pre_0 + rec_0)
-            u = tl.sigmoid(pre_1 + rec_1)
-            y = (1.0 - u) * _tanh(pre_2 + r * rec_2) + u * y
+            y = _gru_cell(pre_0 + rec_0, pre_1 + rec_1, pre_2, rec_2, y)
             if SAVE:
                 saved = PRE + rows[:, None] * stride_pb + t * stride_pt + head * stride_sh + dims[None, :]
                 tl.store(saved, pre_0 + rec_0, mask=live[:, None])
@@ -144,17 +170,9 @@ def _forward_kernel(WX, R, BIAS, Y, PRE, STATES, batch, steps,
             rec_3 = _recurrent(r_3, BIAS, y_in, dims, 3, head, stride_bg, stride_bh, DOT_PRECISION)
             i, f, z, o = pre_0 + rec_0, pre_1 + rec_1, pre_2 + rec_2, pre_3 + rec_3
             if CELL == "lstm":
-                c = tl.sigmoid(f) * c + tl.sigmoid(i) * _tanh(z)
-                y = tl.sigmoid(o) * _tanh(c)
-            else:  # slstm: exponential gates, stabilized in log space by m (which starts at -inf)
-                log_f_plus_m = _log_sigmoid(f) + m
-                m_new = tl.maximum(log_f_plus_m, i)
-                i_gate = tl.exp(i - m_new)
-                f_gate = tl.exp(log_f_plus_m - m_new)
-                c = f_gate * c + i_gate * _tanh(z)
-                n = f_gate * n + i_gate
-                m = m_new
-                y = tl.sigmoid(o) * c / n
+                y, c = _lstm_cell(i, f, z, o, c)
+            else:
+                y, c, n, m = _slstm_cell(i, f, z, o, c, n, m)
             if SAVE:
                 saved = PRE + rows[:, None] * stride_pb + t * stride_pt + head * stride_sh + dims[None, :]
                 tl.store(saved, i, mask=live[:, None])

@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from implementations.rnn.triton_rnn_forward import _log_sigmoid, _tanh
+from implementations.rnn.triton_rnn_forward import _gru_cell, _lstm_cell, _slstm_cell
 from implementations.triton_support import architecture, dot_precision
 
 BLOCK_B = 16  # sequences per program (tl.dot's minimum)
@@ -93,9 +93,7 @@ def _split_forward_kernel(WX, R, BIAS, Y, STATE, COUNTER, batch, steps,
             first = rows[:, None] * 0 + t == 0
             if CELL == "gru":  # slot 0 holds y in float32, for the u * y_{t-1} term
                 y_old = tl.where(first, 0.0, tl.load(state, mask=live[:, None], other=0.0))
-                r = tl.sigmoid(pre_0 + rec_0)
-                u = tl.sigmoid(pre_1 + rec_1)
-                y = (1.0 - u) * _tanh(pre_2 + r * rec_2) + u * y_old
+                y = _gru_cell(pre_0 + rec_0, pre_1 + rec_1, pre_2, rec_2, y_old)
                 tl.store(state, y, mask=live[:, None])
             else:
                 pre_3 = tl.load(x + 3 * stride_wg, mask=live[:, None], other=0.0).to(tl.float32)
@@ -103,20 +101,13 @@ def _split_forward_kernel(WX, R, BIAS, Y, STATE, COUNTER, batch, steps,
                 i, f, z, o = pre_0 + rec_0, pre_1 + rec_1, pre_2 + rec_2, pre_3 + rec_3
                 c = tl.where(first, 0.0, tl.load(state, mask=live[:, None], other=0.0))
                 if CELL == "lstm":
-                    c = tl.sigmoid(f) * c + tl.sigmoid(i) * _tanh(z)
-                    y = tl.sigmoid(o) * _tanh(c)
-                else:  # slstm, as in the fused kernel; m starts at -inf
+                    y, c = _lstm_cell(i, f, z, o, c)
+                else:  # slstm; m starts at -inf
                     n = tl.where(first, 0.0, tl.load(state + stride_sg, mask=live[:, None], other=0.0))
                     m = tl.where(first, float("-inf"), tl.load(state + 2 * stride_sg, mask=live[:, None], other=0.0))
-                    log_f_plus_m = _log_sigmoid(f) + m
-                    m_new = tl.maximum(log_f_plus_m, i)
-                    i_gate = tl.exp(i - m_new)
-                    f_gate = tl.exp(log_f_plus_m - m_new)
-                    c = f_gate * c + i_gate * _tanh(z)
-                    n = f_gate * n + i_gate
-                    y = tl.sigmoid(o) * c / n
+                    y, c, n, m = _slstm_cell(i, f, z, o, c, n, m)
                     tl.store(state + stride_sg, n, mask=live[:, None])
-                    tl.store(state + 2 * stride_sg, m_new, mask=live[:, None])
+                    tl.store(state + 2 * stride_sg, m, mask=live[:, None])
                 tl.store(state, c, mask=live[:, None])
             tl.store(Y + rows[:, None] * stride_yb + t * stride_yt + head * stride_yh + cols[None, :],
                      y.to(Y.dtype.element_ty), mask=live[:, None])
