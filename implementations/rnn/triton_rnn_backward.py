@@ -22,8 +22,11 @@ from implementations.rnn.triton_rnn_forward import RnnConfig, _tanh, _weights, l
 from implementations.triton_support import dot_precision
 
 # Launch shapes by architecture (see triton_rnn_forward.RnnConfig); sm90 from the same sweep.
-CONFIGS = {"interpreter": RnnConfig(), "sm90": RnnConfig(16, 8, 2, True), "sm100": RnnConfig(16, 8, 2, True),
-           "sm80": RnnConfig(16, 8, 2, True), "sm8x": RnnConfig(16, 8, 2, True), "other": RnnConfig(16, 8, 2, True)}
+# Loading ahead is off until a sweep shows it pays here: a step's reads are 7 to 11 register
+# tiles, and holding the next step's too may spill (`python -m implementations.rnn.tune` times both).
+_MEASURED = RnnConfig(16, 8, 2, True, prefetch=False)
+CONFIGS = {"interpreter": RnnConfig(prefetch=False), "sm90": _MEASURED, "sm100": _MEASURED, "sm80": _MEASURED,
+           "sm8x": _MEASURED, "other": _MEASURED}
 
 
 @triton.jit
@@ -32,6 +35,27 @@ def _saved(PTR, rows, live, dims, t, slot, head, stride_b, stride_t, stride_slot
     mask = live[:, None] & (rows[:, None] * 0 + t >= 0)  # a tensor even where t is a Python int
     return tl.load(PTR + rows[:, None] * stride_b + t * stride_t + slot * stride_slot + head * dims.shape[0]
                    + dims[None, :], mask=mask, other=other)
+
+
+@triton.jit
+def _step_upstream(DY, PRE, rows, live, dims, t, head, stride_yb, stride_yt, stride_yh, stride_pb, stride_pt,
+                   stride_pg):
+    """Step t's output gradient from outside and its four saved pre-activations (zeros before step 0)."""
+    mask = live[:, None] & (rows[:, None] * 0 + t >= 0)
+    dy = tl.load(DY + rows[:, None] * stride_yb + t * stride_yt + head * stride_yh + dims[None, :], mask=mask,
+                 other=0.0).to(tl.float32)
+    p0 = _saved(PRE, rows, live, dims, t, 0, head, stride_pb, stride_pt, stride_pg, 0.0)
+    p1 = _saved(PRE, rows, live, dims, t, 1, head, stride_pb, stride_pt, stride_pg, 0.0)
+    p2 = _saved(PRE, rows, live, dims, t, 2, head, stride_pb, stride_pt, stride_pg, 0.0)
+    p3 = _saved(PRE, rows, live, dims, t, 3, head, stride_pb, stride_pt, stride_pg, 0.0)
+    return dy, p0, p1, p2, p3
+
+
+@triton.jit
+def _output(Y, rows, live, dims, t, head, stride_yb, stride_yt, stride_yh):
+    """y_t as the forward rounded it (zeros before step 0)."""
+    return tl.load(Y + rows[:, None] * stride_yb + t * stride_yt + head * stride_yh + dims[None, :],
+                   mask=live[:, None] & (rows[:, None] * 0 + t >= 0), other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -50,7 +74,7 @@ def _backward_kernel(DY, Y, R, PRE, STATES, DWX, DREC, batch, steps,
                      stride_pb, stride_pt, stride_pg, stride_sb, stride_st, stride_sg,
                      stride_db, stride_dt, stride_dg,
                      CELL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_B: tl.constexpr,
-                     DOT_PRECISION: tl.constexpr, HOIST_R: tl.constexpr):
+                     DOT_PRECISION: tl.constexpr, HOIST_R: tl.constexpr, PREFETCH: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     head = tl.program_id(1)
     live = rows < batch
@@ -64,6 +88,23 @@ def _backward_kernel(DY, Y, R, PRE, STATES, DWX, DREC, batch, steps,
         r_2 = _weights(R, 2, head, dims, stride_rg, stride_rh, stride_rd)
         if CELL != "gru":
             r_3 = _weights(R, 3, head, dims, stride_rg, stride_rh, stride_rd)
+    # What a step reads does not depend on the recurrence: with PREFETCH each step issues the
+    # next one's loads (step t - 1's, and the states two back) before its own math, and the
+    # states it loaded as "previous" become the next step's current ones.
+    if PREFETCH:
+        dy_in, p0, p1, p2, p3 = _step_upstream(DY, PRE, rows, live, dims, steps - 1, head, stride_yb, stride_yt,
+                                               stride_yh, stride_pb, stride_pt, stride_pg)
+        if CELL == "gru":
+            y_prev = _output(Y, rows, live, dims, steps - 2, head, stride_yb, stride_yt, stride_yh)
+        else:
+            c = _saved(STATES, rows, live, dims, steps - 1, 0, head, stride_sb, stride_st, stride_sg, 0.0)
+            c_prev = _saved(STATES, rows, live, dims, steps - 2, 0, head, stride_sb, stride_st, stride_sg, 0.0)
+            if CELL == "slstm":
+                n = _saved(STATES, rows, live, dims, steps - 1, 1, head, stride_sb, stride_st, stride_sg, 1.0)
+                m = _saved(STATES, rows, live, dims, steps - 1, 2, head, stride_sb, stride_st, stride_sg, 0.0)
+                n_prev = _saved(STATES, rows, live, dims, steps - 2, 1, head, stride_sb, stride_st, stride_sg, 1.0)
+                m_prev = _saved(STATES, rows, live, dims, steps - 2, 2, head, stride_sb, stride_st, stride_sg,
+                                float("-inf"))
     for step in range(steps):
         t = steps - 1 - step
         if not HOIST_R:
@@ -72,19 +113,38 @@ def _backward_kernel(DY, Y, R, PRE, STATES, DWX, DREC, batch, steps,
             r_2 = _weights(R, 2, head, dims, stride_rg, stride_rh, stride_rd)
             if CELL != "gru":
                 r_3 = _weights(R, 3, head, dims, stride_rg, stride_rh, stride_rd)
-        y_offsets = rows[:, None] * stride_yb + head * stride_yh + dims[None, :]
-        dy = tl.load(DY + y_offsets + t * stride_yt, mask=live[:, None], other=0.0).to(tl.float32) + dy_next
-        p0 = _saved(PRE, rows, live, dims, t, 0, head, stride_pb, stride_pt, stride_pg, 0.0)
-        p1 = _saved(PRE, rows, live, dims, t, 1, head, stride_pb, stride_pt, stride_pg, 0.0)
-        p2 = _saved(PRE, rows, live, dims, t, 2, head, stride_pb, stride_pt, stride_pg, 0.0)
-        p3 = _saved(PRE, rows, live, dims, t, 3, head, stride_pb, stride_pt, stride_pg, 0.0)
+        if PREFETCH:
+            next_dy, next_p0, next_p1, next_p2, next_p3 = _step_upstream(
+                DY, PRE, rows, live, dims, t - 1, head, stride_yb, stride_yt, stride_yh, stride_pb, stride_pt, stride_pg)
+            if CELL == "gru":
+                next_y_prev = _output(Y, rows, live, dims, t - 2, head, stride_yb, stride_yt, stride_yh)
+            else:
+                next_c_prev = _saved(STATES, rows, live, dims, t - 2, 0, head, stride_sb, stride_st, stride_sg, 0.0)
+                if CELL == "slstm":
+                    next_n_prev = _saved(STATES, rows, live, dims, t - 2, 1, head, stride_sb, stride_st, stride_sg, 1.0)
+                    next_m_prev = _saved(STATES, rows, live, dims, t - 2, 2, head, stride_sb, stride_st, stride_sg,
+                                         float("-inf"))
+        else:
+            dy_in, p0, p1, p2, p3 = _step_upstream(DY, PRE, rows, live, dims, t, head, stride_yb, stride_yt,
+                                                   stride_yh, stride_pb, stride_pt, stride_pg)
+            if CELL == "gru":
+                y_prev = _output(Y, rows, live, dims, t - 1, head, stride_yb, stride_yt, stride_yh)
+            else:
+                c = _saved(STATES, rows, live, dims, t, 0, head, stride_sb, stride_st, stride_sg, 0.0)
+                c_prev = _saved(STATES, rows, live, dims, t - 1, 0, head, stride_sb, stride_st, stride_sg, 0.0)
+                if CELL == "slstm":
+                    n = _saved(STATES, rows, live, dims, t, 1, head, stride_sb, stride_st, stride_sg, 1.0)
+                    m = _saved(STATES, rows, live, dims, t, 2, head, stride_sb, stride_st, stride_sg, 0.0)
+                    n_prev = _saved(STATES, rows, live, dims, t - 1, 1, head, stride_sb, stride_st, stride_sg, 1.0)
+                    m_prev = _saved(STATES, rows, live, dims, t - 1, 2, head, stride_sb, stride_st, stride_sg,
+                                    float("-inf"))
+        dy = dy_in + dy_next
         if CELL == "gru":  # p0, p1: r and u pre-activations; p2, p3: the candidate's input and recurrent terms
-            y_prev = tl.load(Y + y_offsets + (t - 1) * stride_yt, mask=live[:, None] & (rows[:, None] * 0 + t > 0), other=0.0)
             r, u = tl.sigmoid(p0), tl.sigmoid(p1)
             cand = _tanh(p2 + r * p3)
             d_cand = dy * (1.0 - u) * (1.0 - cand * cand)
             d_r = d_cand * p3 * r * (1.0 - r)
-            d_u = dy * (y_prev.to(tl.float32) - cand) * u * (1.0 - u)
+            d_u = dy * (y_prev - cand) * u * (1.0 - u)
             dy_next = dy * u
             dy_next += _send_back(DWX, DREC, r_0, d_r, d_r, rows, live, dims, t, 0, head, stride_db, stride_dt,
                                   stride_dg, DOT_PRECISION)
@@ -93,8 +153,6 @@ def _backward_kernel(DY, Y, R, PRE, STATES, DWX, DREC, batch, steps,
             dy_next += _send_back(DWX, DREC, r_2, d_cand * r, d_cand, rows, live, dims, t, 2, head, stride_db,
                                   stride_dt, stride_dg, DOT_PRECISION)
         else:  # p0..p3: the i, f, z, o pre-activations
-            c = _saved(STATES, rows, live, dims, t, 0, head, stride_sb, stride_st, stride_sg, 0.0)
-            c_prev = _saved(STATES, rows, live, dims, t - 1, 0, head, stride_sb, stride_st, stride_sg, 0.0)
             z, o = _tanh(p2), tl.sigmoid(p3)
             if CELL == "lstm":
                 i, f = tl.sigmoid(p0), tl.sigmoid(p1)
@@ -106,11 +164,6 @@ def _backward_kernel(DY, Y, R, PRE, STATES, DWX, DREC, batch, steps,
                 d_z = dc * i * (1.0 - z * z)
                 dc = dc * f
             else:  # slstm, with m fixed: i' = exp(i - m), f' = exp(logsigmoid(f) + m_prev - m)
-                n = _saved(STATES, rows, live, dims, t, 1, head, stride_sb, stride_st, stride_sg, 1.0)
-                m = _saved(STATES, rows, live, dims, t, 2, head, stride_sb, stride_st, stride_sg, 0.0)
-                n_prev = _saved(STATES, rows, live, dims, t - 1, 1, head, stride_sb, stride_st, stride_sg, 0.0)
-                m_prev = _saved(STATES, rows, live, dims, t - 1, 2, head, stride_sb, stride_st, stride_sg,
-                                float("-inf"))
                 i_gate = tl.exp(p0 - m)
                 f_gate = tl.exp(tl.minimum(p1, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(p1))) + m_prev - m)
                 d_o = dy * (c / n) * o * (1.0 - o)
@@ -129,6 +182,14 @@ def _backward_kernel(DY, Y, R, PRE, STATES, DWX, DREC, batch, steps,
                                   stride_dg, DOT_PRECISION)
             dy_next += _send_back(DWX, DREC, r_3, d_o, d_o, rows, live, dims, t, 3, head, stride_db, stride_dt,
                                   stride_dg, DOT_PRECISION)
+        if PREFETCH:
+            dy_in, p0, p1, p2, p3 = next_dy, next_p0, next_p1, next_p2, next_p3
+            if CELL == "gru":
+                y_prev = next_y_prev
+            else:
+                c, c_prev = c_prev, next_c_prev
+                if CELL == "slstm":
+                    n, n_prev, m, m_prev = n_prev, next_n_prev, m_prev, next_m_prev
 
 
 def backward(cell: str, dy: torch.Tensor, y: torch.Tensor, R: torch.Tensor, pre: torch.Tensor,
@@ -146,7 +207,7 @@ def backward(cell: str, dy: torch.Tensor, y: torch.Tensor, R: torch.Tensor, pre:
         pre.stride(0), pre.stride(1), pre.stride(2), states.stride(0), states.stride(1), states.stride(2),
         drec.stride(0), drec.stride(1), drec.stride(2),
         CELL=cell, HEAD_DIM=head_dim, BLOCK_B=config.block_b, DOT_PRECISION=dot_precision(y.dtype),
-        HOIST_R=config.hoist_r, num_warps=config.warps, num_stages=config.stages,
+        HOIST_R=config.hoist_r, PREFETCH=config.prefetch, num_warps=config.warps, num_stages=config.stages,
     )
     # The recurrent term of step t multiplied y_{t-1} (zero before the first step), as rounded then.
     y_prev = torch.cat([torch.zeros_like(y[:, :1]), y[:, :-1]], dim=1).to(torch.float32)

@@ -28,17 +28,21 @@ from implementations.triton_support import architecture, dot_precision
 @dataclass(frozen=True)
 class RnnConfig:
     """A launch shape: sequences per program (16 is tl.dot's minimum; more rows share each
-    read of R), warps, software-pipelining stages, and whether R stays on chip."""
+    read of R), warps, software-pipelining stages, whether R stays on chip, and whether each
+    step loads the next step's inputs before its own math (by hand: Triton pipelines only
+    loads that feed a dot, and the time loop is a serial chain)."""
 
     block_b: int = 16
     warps: int = 4
     stages: int = 1
     hoist_r: bool = False
+    prefetch: bool = True
 
 
-# sm90 from `python -m implementations.rnn.tune` on an H100 (B16 T1024, bf16): keeping R on chip
-# is 1.2-1.6x re-reading it; 8 warps beat 4 at D = 128. Three stages overflow shared memory at
-# D = 128 (R's 4 gates x 32 KiB per stage). Others untuned: the same shape.
+# sm90 from `python -m implementations.rnn.tune` on an H100 (B16 T1024, bf16; a sweep before
+# loading ahead existed): keeping R on chip is 1.2-1.6x re-reading it; 8 warps beat 4 at
+# D = 128. Three stages overflow shared memory at D = 128 (R's 4 gates x 32 KiB per stage).
+# Others untuned: the same shape.
 CONFIGS = {"interpreter": RnnConfig(), "sm90": RnnConfig(16, 8, 2, True), "sm100": RnnConfig(16, 8, 2, True),
            "sm80": RnnConfig(16, 8, 2, True), "sm8x": RnnConfig(16, 8, 2, True), "other": RnnConfig(16, 8, 2, True)}
 ON_CHIP_BYTES = 128 * 1024  # the most of R kept on chip: bf16 at D = 128 fits, float32 at D = 128 does not
@@ -49,7 +53,7 @@ def launch_config(configs: dict[str, RnnConfig], R: torch.Tensor) -> RnnConfig:
     config = configs[architecture()]
     gates, _, dim, _ = R.shape
     if config.hoist_r and gates * dim * dim * R.element_size() > ON_CHIP_BYTES:
-        return RnnConfig(config.block_b, config.warps, 1, hoist_r=False)
+        return RnnConfig(config.block_b, config.warps, 1, hoist_r=False, prefetch=config.prefetch)
     return config
 SAVED_GATES = 4  # lstm, slstm: i, f, z, o; gru: r, u pre-activations, then n's input and recurrent terms
 SAVED_STATES = 3  # c, n, m after each step
@@ -119,7 +123,8 @@ def _forward_kernel(WX, R, BIAS, Y, PRE, STATES, batch, steps,
                     stride_bg, stride_bh, stride_yb, stride_yt, stride_yh,
                     stride_pb, stride_pt, stride_pg, stride_sb, stride_st, stride_sg, stride_sh,
                     CELL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_B: tl.constexpr,
-                    DOT_PRECISION: tl.constexpr, SAVE: tl.constexpr, HOIST_R: tl.constexpr):
+                    DOT_PRECISION: tl.constexpr, SAVE: tl.constexpr, HOIST_R: tl.constexpr,
+                    PREFETCH: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     head = tl.program_id(1)
     live = rows < batch
@@ -134,13 +139,14 @@ def _forward_kernel(WX, R, BIAS, Y, PRE, STATES, batch, steps,
         r_2 = _weights(R, 2, head, dims, stride_rg, stride_rh, stride_rd)
         if CELL != "gru":
             r_3 = _weights(R, 3, head, dims, stride_rg, stride_rh, stride_rd)
-    # The input projections do not depend on the recurrence: each step loads the next step's
-    # while its dots and cell math run, so their memory latency leaves the serial chain.
-    x_0 = _input(WX, rows, live, dims, 0, steps, 0, head, stride_wb, stride_wt, stride_wg, stride_wh)
-    x_1 = _input(WX, rows, live, dims, 0, steps, 1, head, stride_wb, stride_wt, stride_wg, stride_wh)
-    x_2 = _input(WX, rows, live, dims, 0, steps, 2, head, stride_wb, stride_wt, stride_wg, stride_wh)
-    if CELL != "gru":
-        x_3 = _input(WX, rows, live, dims, 0, steps, 3, head, stride_wb, stride_wt, stride_wg, stride_wh)
+    # The input projections do not depend on the recurrence: with PREFETCH each step loads the
+    # next step's while its dots and cell math run, so their memory latency leaves the chain.
+    if PREFETCH:
+        x_0 = _input(WX, rows, live, dims, 0, steps, 0, head, stride_wb, stride_wt, stride_wg, stride_wh)
+        x_1 = _input(WX, rows, live, dims, 0, steps, 1, head, stride_wb, stride_wt, stride_wg, stride_wh)
+        x_2 = _input(WX, rows, live, dims, 0, steps, 2, head, stride_wb, stride_wt, stride_wg, stride_wh)
+        if CELL != "gru":
+            x_3 = _input(WX, rows, live, dims, 0, steps, 3, head, stride_wb, stride_wt, stride_wg, stride_wh)
     for t in range(steps):
         if not HOIST_R:  # re-read each step (from L2 after the first), for blocks too big to keep
             r_0 = _weights(R, 0, head, dims, stride_rg, stride_rh, stride_rd)
@@ -148,10 +154,15 @@ def _forward_kernel(WX, R, BIAS, Y, PRE, STATES, batch, steps,
             r_2 = _weights(R, 2, head, dims, stride_rg, stride_rh, stride_rd)
             if CELL != "gru":
                 r_3 = _weights(R, 3, head, dims, stride_rg, stride_rh, stride_rd)
+        if not PREFETCH:
+            x_0 = _input(WX, rows, live, dims, t, steps, 0, head, stride_wb, stride_wt, stride_wg, stride_wh)
+            x_1 = _input(WX, rows, live, dims, t, steps, 1, head, stride_wb, stride_wt, stride_wg, stride_wh)
+            x_2 = _input(WX, rows, live, dims, t, steps, 2, head, stride_wb, stride_wt, stride_wg, stride_wh)
         pre_0, pre_1, pre_2 = x_0, x_1, x_2
-        x_0 = _input(WX, rows, live, dims, t + 1, steps, 0, head, stride_wb, stride_wt, stride_wg, stride_wh)
-        x_1 = _input(WX, rows, live, dims, t + 1, steps, 1, head, stride_wb, stride_wt, stride_wg, stride_wh)
-        x_2 = _input(WX, rows, live, dims, t + 1, steps, 2, head, stride_wb, stride_wt, stride_wg, stride_wh)
+        if PREFETCH:
+            x_0 = _input(WX, rows, live, dims, t + 1, steps, 0, head, stride_wb, stride_wt, stride_wg, stride_wh)
+            x_1 = _input(WX, rows, live, dims, t + 1, steps, 1, head, stride_wb, stride_wt, stride_wg, stride_wh)
+            x_2 = _input(WX, rows, live, dims, t + 1, steps, 2, head, stride_wb, stride_wt, stride_wg, stride_wh)
         y_in = y.to(R.dtype.element_ty)
         rec_0 = _recurrent(r_0, BIAS, y_in, dims, 0, head, stride_bg, stride_bh, DOT_PRECISION)
         rec_1 = _recurrent(r_1, BIAS, y_in, dims, 1, head, stride_bg, stride_bh, DOT_PRECISION)
@@ -165,8 +176,11 @@ def _forward_kernel(WX, R, BIAS, Y, PRE, STATES, batch, steps,
                 tl.store(saved + 2 * stride_pg, pre_2, mask=live[:, None])
                 tl.store(saved + 3 * stride_pg, rec_2, mask=live[:, None])
         else:
+            if not PREFETCH:
+                x_3 = _input(WX, rows, live, dims, t, steps, 3, head, stride_wb, stride_wt, stride_wg, stride_wh)
             pre_3 = x_3
-            x_3 = _input(WX, rows, live, dims, t + 1, steps, 3, head, stride_wb, stride_wt, stride_wg, stride_wh)
+            if PREFETCH:
+                x_3 = _input(WX, rows, live, dims, t + 1, steps, 3, head, stride_wb, stride_wt, stride_wg, stride_wh)
             rec_3 = _recurrent(r_3, BIAS, y_in, dims, 3, head, stride_bg, stride_bh, DOT_PRECISION)
             i, f, z, o = pre_0 + rec_0, pre_1 + rec_1, pre_2 + rec_2, pre_3 + rec_3
             if CELL == "lstm":
@@ -207,6 +221,6 @@ def forward(cell: str, Wx: torch.Tensor, R: torch.Tensor, b: torch.Tensor, save:
         pre.stride(0), pre.stride(1), pre.stride(2), states.stride(0), states.stride(1), states.stride(2),
         head_dim,  # both saved buffers are [B, T, slots, H, D]: a head is D elements on
         CELL=cell, HEAD_DIM=head_dim, BLOCK_B=config.block_b, DOT_PRECISION=dot_precision(Wx.dtype), SAVE=save,
-        HOIST_R=config.hoist_r, num_warps=config.warps, num_stages=config.stages,
+        HOIST_R=config.hoist_r, PREFETCH=config.prefetch, num_warps=config.warps, num_stages=config.stages,
     )
     return (y, pre, states) if save else (y, None, None)

@@ -3,9 +3,9 @@ triton_rnn_forward.py and triton_rnn_backward.py.
 
     python -m implementations.rnn.tune [--budget-s 240] [--csv sweep.csv]
 
-Each (warps, stages, R kept on chip or re-read) is timed with the harness's timer (L2
+Each (warps, stages, R kept on chip or re-read, inputs loaded a step ahead or not) is timed with the harness's timer (L2
 flushed, CUDA events) on the suite's headline shape, forward alone and forward+backward
-(the forward at its default shape, so the row ranks the backward's), and checked against
+(the forward at its tuned shape, so the row ranks the backward's), and checked against
 the float32 reference loop first, so a launch shape cannot win by being wrong. flashrnn's
 triton backend is timed beside it where it imports.
 """
@@ -28,7 +28,8 @@ from implementations.sweep_cli import sweep_main
 from implementations.triton_support import architecture
 
 SHAPES = [("lstm", 16, 1024, 6, 128), ("gru", 16, 1024, 6, 128), ("slstm", 16, 1024, 6, 128), ("slstm", 16, 1024, 12, 64)]
-SPACE = [RnnConfig(16, warps, stages, hoist) for warps, stages, hoist in itertools.product((4, 8), (1, 2), (False, True))]
+SPACE = [RnnConfig(16, warps, stages, hoist, prefetch)
+         for warps, stages, hoist, prefetch in itertools.product((4, 8), (1, 2), (False, True), (False, True))]
 
 
 def _inputs(cell: str, batch: int, steps: int, heads: int, dim: int):
@@ -40,16 +41,17 @@ def _inputs(cell: str, batch: int, steps: int, heads: int, dim: int):
     return Wx, R, b
 
 
-def _use(config: RnnConfig, backward_only: bool) -> None:
-    arch = architecture()
-    triton_rnn_forward.CONFIGS[arch] = RnnConfig() if backward_only else config
-    triton_rnn_backward.CONFIGS[arch] = config
+def _use(config: RnnConfig, forward: RnnConfig | None) -> None:
+    """Launch the backward with `config`, and the forward with `forward` (None: `config` too)."""
+    triton_rnn_forward.CONFIGS[architecture()] = forward or config
+    triton_rnn_backward.CONFIGS[architecture()] = config
 
 
 def sweep(budget_s: float) -> list[dict]:
     timer = Timer(torch.device("cuda"), TimingPolicy(min_samples=10, min_seconds=0.1, max_seconds=0.5))
     deadline = time.monotonic() + budget_s
     rows = []
+    tuned_forward = triton_rnn_forward.CONFIGS[architecture()]
     try:
         from flashrnn import flashrnn
     except ImportError:
@@ -60,7 +62,8 @@ def sweep(budget_s: float) -> list[dict]:
         dy = torch.randn_like(truth).bfloat16()
         shape = f"{cell} B{batch} T{steps} H{heads} D{dim}"
         leaves = [t.detach().clone().requires_grad_(True) for t in (Wx, R, b)]
-        candidates = [(f"{'hoist' if c.hoist_r else 'reread'} {c.warps}w{c.stages}s", c) for c in SPACE]
+        candidates = [(f"{'hoist' if c.hoist_r else 'reread'} {c.warps}w{c.stages}s{' ahead' if c.prefetch else ''}", c)
+                      for c in SPACE]
         if flashrnn is not None and cell != "gru":
             candidates.append(("flashrnn-triton", None))
         for (name, config), direction in itertools.product(candidates, ("fwd", "fwd+bwd")):
@@ -73,7 +76,7 @@ def sweep(budget_s: float) -> list[dict]:
                         return flashrnn(Wx, R.transpose(-1, -2), b, function=cell, backend="triton_fused",
                                         dtype="bfloat16")[0][0]
                 else:
-                    _use(config, backward_only=direction == "fwd+bwd")
+                    _use(config, forward=tuned_forward if direction == "fwd+bwd" else None)
                     forward = lambda Wx, R, b: fused_rnn(cell, Wx, R, b)  # noqa: E731
                 if direction == "fwd":
                     with torch.no_grad():

@@ -163,18 +163,19 @@ def test_rule_rejects_wrong_gradients(seed):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "slstm"])
-def test_keeping_r_on_chip_changes_nothing(seed, cell, monkeypatch):
-    """Both ways of holding R (read once before the time loop, or re-read each step) give the
-    same y and gradients, bitwise: the launch shape is a speed choice only."""
+def test_launch_shapes_change_nothing(seed, cell, monkeypatch):
+    """R kept on chip or re-read each step, inputs loaded a step ahead or not: the same y and
+    gradients, bitwise. The launch shape is a speed choice only."""
     r = make_rnn(seed, cell, 17, 5, 2, 16, torch.bfloat16)
     dy = upstream(seed, r)
-    results = []
-    for hoist in (False, True):
-        config = trf.RnnConfig(hoist_r=hoist)
+    results = {}
+    for config in (trf.RnnConfig(hoist_r=False, prefetch=False), trf.RnnConfig(hoist_r=False, prefetch=True),
+                   trf.RnnConfig(hoist_r=True, prefetch=True)):
         monkeypatch.setitem(trf.CONFIGS, "interpreter", config)
         monkeypatch.setitem(trb.CONFIGS, "interpreter", config)
-        results.append(gradients(fused_rnn, r, dy))
-    (y0, g0), (y1, g1) = results
-    assert torch.equal(y0, y1), f"y differs with R kept on chip; {describe(r)}; {reproduce(seed)}"
-    for name, a, b in zip(("dWx", "dR", "db"), g0, g1):
-        assert torch.equal(a, b), f"{name} differs with R kept on chip; {describe(r)}; {reproduce(seed)}"
+        results[config] = gradients(fused_rnn, r, dy)
+    (base, (y0, g0)), *others = results.items()
+    for config, (y1, g1) in others:
+        assert torch.equal(y0, y1), f"y differs between {base} and {config}; {describe(r)}; {reproduce(seed)}"
+        for name, a, b in zip(("dWx", "dR", "db"), g0, g1):
+            assert torch.equal(a, b), f"{name} differs between {base} and {config}; {describe(r)}; {reproduce(seed)}"
