@@ -17,8 +17,9 @@ from harness.cases import Case
 from harness.needs import TRITON
 from harness.registry import Direction, Inputs, Technique, Tolerance, implementation, register_technique
 from implementations.fftconv import reference
-from implementations.fftconv.triton_fftconv import DTYPES as TRITON_DTYPES
-from implementations.fftconv.triton_fftconv import fftconv, prepare, unsupported_reason
+from implementations.fftconv.monarch import DTYPES as TRITON_DTYPES
+from implementations.fftconv.monarch import unsupported_reason
+from implementations.fftconv.triton_fftconv import fftconv, prepare
 
 PARAMETERS = ("B", "C", "N", "K", "gated")
 

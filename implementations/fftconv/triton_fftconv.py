@@ -5,23 +5,11 @@ tensor cores and the product with the filter's spectrum and Hyena's gates are fu
 The convolution (reference.py): y = irfft(rfft(x, L) * rfft(k, L))[:N] with x = u (or u * w,
 then y * v) and L >= 2N a power of two, so the circular convolution is the causal one.
 
-Index convention. A sequence of length L is read as n = M n1 + N3 n2 + n3 (M = N2 N3), and
-its spectrum comes out at k = k1 + N1 (k2 + N2 k3): the Cooley-Tukey digit reversal. One
-(N1 = 1) or two (N1 >= 16) levels:
-
-- in registers, a length-M sequence is a [N2, N3] tile Z[n2, n3] (row-major: a plain load).
-  Its DFT is F2 @ Z (the N2-point DFT down the columns, giving rows k2), times the twiddles
-  W_M^(n3 k2) elementwise, then @ F3 (the N3-point DFT along the rows, giving columns k3):
-  the tile then holds the spectrum at k2 + N2 k3, transposed with respect to the input, and
-  is never transposed back. The filter's spectrum is precomputed in the same order
-  (filter_spectrum), so the product is elementwise, and the inverse mirrors the steps:
-  @ conj(F3), conj twiddles, conj(F2) @, which lands back in natural order.
-- above FUSED_MAX_L, an outer N1-point level goes through global memory: kernel 1 takes
-  column blocks [N1, BLOCK_M] of the [N1, M] view of x, applies F1 @ and the twiddles
-  W_L^(m k1), and writes a float32 scratch; kernel 2 runs the in-register transform, the
-  filter's product and the inverse on each row k1 of it; kernel 3 mirrors kernel 1 (conj
-  twiddles, conj(F1) @) and writes y. Three passes over a row, where torch.fft's rfft, product
-  and irfft each make at least one (and cuFFT several, at these lengths).
+The decomposition (index convention, plans, the DFT factors, twiddles and the filter's
+spectrum in kernel order) is monarch.py's. Up to FUSED_MAX_L one kernel runs the whole
+convolution of a row on an [N2, N3] tile; above, two column kernels around it make the
+outer N1-point level, through a float32 scratch: three passes over a row, where torch.fft's
+rfft, product and irfft each make at least one (and cuFFT several, at these lengths).
 
 Real and imaginary parts are separate real tiles: a complex product is 4 real tl.dot (the
 real input's first product and the real output's last, 2). The input is real and its second
@@ -41,127 +29,19 @@ the dot's float32 result scaled back. OPERAND says which dtype each input dtype 
 
 from __future__ import annotations
 
-import functools
-import math
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-from implementations.triton_support import architecture, dot_precision
+from implementations.fftconv.monarch import Plan, dft_factor, filter_spectrum, make_plan, twiddles, unsupported_reason
+from implementations.triton_support import dot_precision
 
-DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 OPERAND = {torch.bfloat16: torch.float16, torch.float16: torch.float16, torch.float32: torch.float32}
-MIN_L = 256  # 16 x 16: tl.dot's minimum of 16 on both factors
-MAX_L = 1 << 21  # 128 x 128 x 128
-MAX_N = MAX_L // 2
 # A tile's largest magnitude before its float16 rounding: far below 65504, and values 2^-22
 # of it still normal (float16's smallest normal is 2^-14).
 HEADROOM = tl.constexpr(256.0)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How one FFT length is factored and launched: L = n1 * n2 * n3, n1 = 1 for the fused
-    single-kernel path; the in-register tile is [n2, n3]; column kernels take [n1, block_m]."""
-
-    n1: int
-    n2: int
-    n3: int
-    num_warps: int = 4  # the in-register (row) kernel's
-    block_m: int = 64  # the column kernels' block of the [n1, M] view
-    column_warps: int = 4
-
-    @property
-    def length(self) -> int:
-        return self.n1 * self.n2 * self.n3
-
-    @property
-    def levels(self) -> int:
-        """2 for the fused single kernel (N2 x N3), 3 for the column passes around it."""
-        return 2 if self.n1 == 1 else 3
-
-    def problem(self) -> str | None:
-        sizes = (self.n2, self.n3) + ((self.n1,) if self.n1 > 1 else ())
-        if any(s < 16 or s & (s - 1) for s in sizes):
-            return f"plan {self}: every factor must be a power of two of at least 16 (tl.dot's minimum)"
-        if self.n1 > 1 and (self.block_m < 16 or self.block_m & (self.block_m - 1) or self.block_m > self.n2 * self.n3):
-            return f"plan {self}: block_m must be a power of two from 16 to n2 * n3"
-        return None
-
-
-# Per FFT length: (n1, n2, n3, row-kernel warps). Up to FUSED_MAX_L one fused kernel; above,
-# an outer factor of 16..128 through the column kernels. The tile's larger factor is n2 (the
-# first product contracts only half of it, the last produces only half). Untuned: a tile of
-# M floats holds M / (32 warps) registers a thread, and about eight such tiles are live.
-_SM90 = {
-    256: (1, 16, 16, 4), 512: (1, 32, 16, 4), 1024: (1, 32, 32, 4), 2048: (1, 64, 32, 4),
-    4096: (1, 64, 64, 8), 8192: (1, 128, 64, 8), 16384: (1, 128, 128, 16),
-    1 << 15: (16, 64, 32, 4), 1 << 16: (16, 64, 64, 8), 1 << 17: (16, 128, 64, 8), 1 << 18: (16, 128, 128, 16),
-    1 << 19: (32, 128, 128, 16), 1 << 20: (64, 128, 128, 16), 1 << 21: (128, 128, 128, 16),
-}
-PLANS = {"interpreter": _SM90, "sm90": _SM90, "sm100": _SM90, "sm80": _SM90, "sm8x": _SM90, "other": _SM90}
-FUSED_MAX_L = 16384
-
-
-def fft_length(length: int) -> int:
-    """L: a power of two of at least 2N (so the circular convolution is causal) and MIN_L."""
-    return max(MIN_L, 1 << max(0, (2 * length - 1).bit_length()))
-
-
-def unsupported_reason(length: int, dtype: torch.dtype) -> str | None:
-    if dtype not in DTYPES:
-        return f"dtype {dtype} is not supported (accepted: bfloat16, float16, float32)"
-    if length > MAX_N:
-        return (f"N={length} is longer than the Monarch kernels' {MAX_N}: the FFT length 2N is at most "
-                f"{MAX_L} = 128 x 128 x 128")
-    return None
-
-
-def make_plan(length: int) -> Plan:
-    """The plan for sequences of `length` on this architecture (read at launch, not import)."""
-    reason = unsupported_reason(length, torch.float32)
-    if reason:
-        raise ValueError(reason)
-    n1, n2, n3, warps = PLANS[architecture()][fft_length(length)]
-    return Plan(n1, n2, n3, num_warps=warps)
-
-
-# --- the constant tables, built once in float64 and rounded -----------------------------------
-
-
-def _roots(n: int, exponents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of -2 pi e / n, the exponents reduced mod n in exact integer arithmetic."""
-    angle = (exponents % n).to(torch.float64) * (-2.0 * math.pi / n)
-    return torch.cos(angle), torch.sin(angle)
-
-
-@functools.lru_cache(maxsize=None)
-def dft_factor(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The unitary n-point DFT matrix exp(-2 pi i j k / n) / sqrt(n) as [2, n, n] (real, imaginary)."""
-    j = torch.arange(n, dtype=torch.int64)
-    re, im = _roots(n, j[:, None] * j[None, :])
-    return (torch.stack([re, im]) / math.sqrt(n)).to(dtype=dtype, device=device).contiguous()
-
-
-@functools.lru_cache(maxsize=None)
-def twiddles(rows: int, cols: int, length: int, device: torch.device) -> torch.Tensor:
-    """W_length^(r c) = exp(-2 pi i r c / length) for a [rows, cols] tile, as [2, rows, cols] float32.
-    The in-register level uses (N2, N3, M): row k2, column n3; the outer level (N1, M, L)."""
-    r = torch.arange(rows, dtype=torch.int64)[:, None]
-    c = torch.arange(cols, dtype=torch.int64)[None, :]
-    re, im = _roots(length, r * c)
-    return torch.stack([re, im]).to(dtype=torch.float32, device=device).contiguous()
-
-
-def filter_spectrum(k: torch.Tensor, plan: Plan, dtype: torch.dtype) -> torch.Tensor:
-    """The filter's L-point DFT in the kernels' order, [C, 2, N1, N2, N3] of `dtype`: element
-    [c, :, k1, k2, k3] is the bin k1 + N1 (k2 + N2 k3). Computed in float64, outside the timing."""
-    channels = k.shape[0]
-    spectrum = torch.fft.fft(k.to(torch.float64), n=plan.length)  # [C, L]
-    ordered = spectrum.reshape(channels, plan.n3, plan.n2, plan.n1).permute(0, 3, 2, 1)
-    return torch.stack([ordered.real, ordered.imag], dim=1).to(dtype).contiguous()
 
 
 # --- the kernels ------------------------------------------------------------------------------
@@ -213,7 +93,8 @@ def _load_pair(ptr, offsets, plane):
 def _row_kernel(U, W, V, Y, S, KF, F2, F3, TW, batch, channels, length,
                 stride_ub, stride_uc, stride_wb, stride_wc, stride_vb, stride_vc, stride_yb, stride_yc,
                 N1: tl.constexpr, N2: tl.constexpr, N3: tl.constexpr, M: tl.constexpr, N2_IO: tl.constexpr,
-                FUSED: tl.constexpr, GATED: tl.constexpr, SCALE: tl.constexpr, PRECISION: tl.constexpr):
+                CHUNK: tl.constexpr, FUSED: tl.constexpr, GATED: tl.constexpr, SCALE: tl.constexpr,
+                PRECISION: tl.constexpr):
     """One length-M (= N2 N3) transform, product with the filter's spectrum and inverse, on a
     [N2, N3] tile. FUSED (N1 = 1): the whole convolution of row (b, c), from u (and w) to y
     (and v), reading and writing only the first N2_IO rows (N2 / 2 where that is at least 16:
@@ -230,60 +111,79 @@ def _row_kernel(U, W, V, Y, S, KF, F2, F3, TW, batch, channels, length,
     io_tile = io_rows[:, None] * N3 + cols[None, :]
     scratch = S + pid.to(tl.int64) * (2 * N1 * M) + k1 * M
 
-    # Forward: F2 @ Z contracts n2 (rows k2 out), the twiddles, @ F3 contracts n3 (columns k3 out).
+    # The operand of the first product, all its rows: u (times w), real; or row k1 of the scratch.
     if FUSED:
         live = io_tile < length
         x = tl.load(U + b * stride_ub + ch * stride_uc + io_tile, mask=live, other=0.0).to(tl.float32)
         if GATED:
             x *= tl.load(W + b * stride_wb + ch * stride_wc + io_tile, mask=live, other=0.0).to(tl.float32)
-        xs, unscale = _real_operand(x, F2, SCALE)
-        f_re, f_im = _load_pair(F2, rows[:, None] * N2 + io_rows[None, :], N2 * N2)  # F2[:, :N2_IO]
-        zr = tl.dot(f_re, xs, input_precision=PRECISION) * unscale
-        zi = tl.dot(f_im, xs, input_precision=PRECISION) * unscale
+        xs, x_unscale = _real_operand(x, F2, SCALE)
+        out_r = tl.zeros([N2_IO, N3], dtype=tl.float32)
     else:
         xr, xi = _load_pair(scratch, tile, N1 * M)
-        ar, ai, unscale = _operand(xr, xi, F2, SCALE)
-        f_re, f_im = _load_pair(F2, rows[:, None] * N2 + rows[None, :], N2 * N2)
-        zr, zi = _cdot(f_re, f_im, ar, ai, PRECISION)
+        xr_s, xi_s, x_unscale = _operand(xr, xi, F2, SCALE)
+        out_r = tl.zeros([N2, N3], dtype=tl.float32)
+        out_i = tl.zeros([N2, N3], dtype=tl.float32)
+
+    # CHUNK rows k2 of the spectrum at a time (all N2 when CHUNK = N2): each goes through the
+    # twiddles, @ F3, the filter's product, @ conj(F3) and the conjugate twiddles on its own,
+    # and the last product, conj(F2) @, sums the chunks' contributions. Fewer live registers
+    # than the whole [N2, N3] tile at once, for the same arithmetic.
+    for c0 in range(0, N2, CHUNK):
+        ks = c0 + tl.arange(0, CHUNK)
+        chunk = ks[:, None] * N3 + cols[None, :]
+        # Forward: F2 @ Z contracts n2 (rows k2 out), the twiddles, @ F3 contracts n3 (columns k3 out).
+        if FUSED:
+            f_re, f_im = _load_pair(F2, ks[:, None] * N2 + io_rows[None, :], N2 * N2)  # F2[ks, :N2_IO]
+            zr = tl.dot(f_re, xs, input_precision=PRECISION) * x_unscale
+            zi = tl.dot(f_im, xs, input_precision=PRECISION) * x_unscale
+        else:
+            f_re, f_im = _load_pair(F2, ks[:, None] * N2 + rows[None, :], N2 * N2)
+            zr, zi = _cdot(f_re, f_im, xr_s, xi_s, PRECISION)
+            zr *= x_unscale
+            zi *= x_unscale
+        t_re, t_im = _load_pair(TW, chunk, M)
+        zr, zi = zr * t_re - zi * t_im, zr * t_im + zi * t_re
+        g_re, g_im = _load_pair(F3, cols[:, None] * N3 + cols[None, :], N3 * N3)
+        ar, ai, unscale = _operand(zr, zi, F3, SCALE)
+        zr, zi = _cdot(ar, ai, g_re, g_im, PRECISION)
+
+        # The filter's spectrum, in the same digit-reversed order; the product in float32.
+        k_f = KF + ch * (2 * N1 * M) + k1 * M
+        kr, ki = _load_pair(k_f, chunk, N1 * M)
+        kr = kr.to(tl.float32)
+        ki = ki.to(tl.float32)
+        zr, zi = (zr * kr - zi * ki) * unscale, (zr * ki + zi * kr) * unscale
+
+        # Inverse: @ conj(F3), the conjugate twiddles, conj(F2) @ (natural order again). The
+        # factors and twiddles are loaded again (from L2) rather than kept live across the product.
+        ar, ai, unscale = _operand(zr, zi, F3, SCALE)
+        g_re, g_im = _load_pair(F3, cols[:, None] * N3 + cols[None, :], N3 * N3)
+        zr, zi = _cdot(ar, ai, g_re, -g_im, PRECISION)
         zr *= unscale
         zi *= unscale
-    t_re, t_im = _load_pair(TW, tile, M)
-    zr, zi = zr * t_re - zi * t_im, zr * t_im + zi * t_re
-    g_re, g_im = _load_pair(F3, cols[:, None] * N3 + cols[None, :], N3 * N3)
-    ar, ai, unscale = _operand(zr, zi, F3, SCALE)
-    zr, zi = _cdot(ar, ai, g_re, g_im, PRECISION)
+        t_re, t_im = _load_pair(TW, chunk, M)
+        zr, zi = zr * t_re + zi * t_im, zi * t_re - zr * t_im
+        ar, ai, unscale = _operand(zr, zi, F2, SCALE)
+        if FUSED:
+            # Only the real part of the first N2_IO rows is wanted: Re(conj(F2) @ E) = F2r @ Er + F2i @ Ei.
+            f_re, f_im = _load_pair(F2, io_rows[:, None] * N2 + ks[None, :], N2 * N2)  # F2[:N2_IO, ks]
+            part = tl.dot(f_re, ar, input_precision=PRECISION)
+            out_r += tl.dot(f_im, ai, part, input_precision=PRECISION) * unscale
+        else:
+            f_re, f_im = _load_pair(F2, rows[:, None] * N2 + ks[None, :], N2 * N2)
+            part_r, part_i = _cdot(f_re, -f_im, ar, ai, PRECISION)
+            out_r += part_r * unscale
+            out_i += part_i * unscale
 
-    # The filter's spectrum, in the same digit-reversed order; the product in float32.
-    k_f = KF + ch * (2 * N1 * M) + k1 * M
-    kr, ki = _load_pair(k_f, tile, N1 * M)
-    kr = kr.to(tl.float32)
-    ki = ki.to(tl.float32)
-    zr, zi = (zr * kr - zi * ki) * unscale, (zr * ki + zi * kr) * unscale
-
-    # Inverse: @ conj(F3), the conjugate twiddles, conj(F2) @ (natural order again). The
-    # factors and twiddles are loaded again (from L2) rather than kept live across the product.
-    ar, ai, unscale = _operand(zr, zi, F3, SCALE)
-    g_re, g_im = _load_pair(F3, cols[:, None] * N3 + cols[None, :], N3 * N3)
-    zr, zi = _cdot(ar, ai, g_re, -g_im, PRECISION)
-    zr *= unscale
-    zi *= unscale
-    t_re, t_im = _load_pair(TW, tile, M)
-    zr, zi = zr * t_re + zi * t_im, zi * t_re - zr * t_im
-    ar, ai, unscale = _operand(zr, zi, F2, SCALE)
     if FUSED:
-        # Only the real part of the first N2_IO rows is wanted: Re(conj(F2) @ E) = F2r @ Er + F2i @ Ei.
-        f_re, f_im = _load_pair(F2, io_rows[:, None] * N2 + rows[None, :], N2 * N2)  # F2[:N2_IO, :]
-        y = tl.dot(f_re, ar, input_precision=PRECISION)
-        y = tl.dot(f_im, ai, y, input_precision=PRECISION) * unscale
-        live = io_tile < length
+        y = out_r
         if GATED:
             y *= tl.load(V + b * stride_vb + ch * stride_vc + io_tile, mask=live, other=0.0).to(tl.float32)
         tl.store(Y + b * stride_yb + ch * stride_yc + io_tile, y.to(Y.dtype.element_ty), mask=live)
     else:
-        f_re, f_im = _load_pair(F2, rows[:, None] * N2 + rows[None, :], N2 * N2)
-        zr, zi = _cdot(f_re, -f_im, ar, ai, PRECISION)
-        tl.store(scratch + tile, zr * unscale)
-        tl.store(scratch + N1 * M + tile, zi * unscale)
+        tl.store(scratch + tile, out_r)
+        tl.store(scratch + N1 * M + tile, out_i)
 
 
 @triton.jit
@@ -419,8 +319,8 @@ def fftconv(u: torch.Tensor, prepared: Prepared, v: torch.Tensor | None = None,
     if plan.n1 == 1:
         _row_kernel[(rows, 1)](
             u, w, v, y, y, prepared.k_f, prepared.f2, prepared.f3, prepared.inner_twiddles, batch, channels, length,
-            *strides, N1=1, N2=plan.n2, N3=plan.n3, M=m, N2_IO=_half(plan.n2), FUSED=True, GATED=gated, SCALE=scale,
-            PRECISION=precision, num_warps=plan.num_warps)
+            *strides, N1=1, N2=plan.n2, N3=plan.n3, M=m, N2_IO=_half(plan.n2), CHUNK=plan.rows_per_pass, FUSED=True,
+            GATED=gated, SCALE=scale, PRECISION=precision, num_warps=plan.num_warps)
         return y
     scratch = torch.empty(rows, 2, plan.n1, m, device=u.device, dtype=torch.float32)
     columns = (rows, m // plan.block_m)
@@ -430,8 +330,8 @@ def fftconv(u: torch.Tensor, prepared: Prepared, v: torch.Tensor | None = None,
         num_warps=plan.column_warps)
     _row_kernel[(rows, plan.n1)](
         u, w, v, y, scratch, prepared.k_f, prepared.f2, prepared.f3, prepared.inner_twiddles, batch, channels, length,
-        *strides, N1=plan.n1, N2=plan.n2, N3=plan.n3, M=m, N2_IO=plan.n2, FUSED=False, GATED=gated, SCALE=scale,
-        PRECISION=precision, num_warps=plan.num_warps)
+        *strides, N1=plan.n1, N2=plan.n2, N3=plan.n3, M=m, N2_IO=plan.n2, CHUNK=plan.rows_per_pass, FUSED=False,
+        GATED=gated, SCALE=scale, PRECISION=precision, num_warps=plan.num_warps)
     _column_inverse_kernel[columns](
         scratch, v, y, prepared.f1, prepared.outer_twiddles, batch, length, *strides[4:],
         N1=plan.n1, N1_IO=_half(plan.n1), M=m, BLOCK_M=plan.block_m, GATED=gated, SCALE=scale, PRECISION=precision,

@@ -1,12 +1,12 @@
 """Sweep the Monarch FFT convolution's plans (factorizations and warps) on this GPU.
 
-The evidence for PLANS in triton_fftconv.py (none yet: that table is untuned).
+The evidence for PLANS in monarch.py (none yet: that table is untuned).
 
     python -m implementations.fftconv.tune [--budget-s 300] [--csv sweep.csv] [--lengths 8192,65536]
 
 For each sequence length N (the FFT length L = 2N), every factorization L = n1 x n2 x n3 the
 kernels take (n1 = 1, fused, up to FUSED_MAX_L; n1 of 16..128 through the column kernels) at
-4, 8 and 16 warps is checked against the float64 reference on the GPU (within twice the
+4, 8 and 16 warps, the row kernel taking its whole tile or 32 or 64 of its rows at a time, is checked against the float64 reference on the GPU (within twice the
 reference's own bf16 error: a plan cannot win by being wrong) and timed with the harness's
 timer (L2 flushed, CUDA events), bf16, gated, B * C = 4096 (the headline, B = 16, C = 768, at
 N = 8192); torch.fft in float32 (the torch-fft peer) is timed beside it. The summary prints
@@ -25,27 +25,29 @@ import torch
 
 from harness.cases import Case
 from harness.timing import Timer, TimingPolicy
-from implementations.fftconv import peers, reference
+from implementations.fftconv import monarch, peers, reference
 from implementations.fftconv import triton_fftconv as tf
 from implementations.sweep_cli import sweep_main
 
 LENGTHS = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
 FACTORS = (16, 32, 64, 128)
 WARPS = (4, 8, 16)
+CHUNKS = (0, 32, 64)  # rows k2 the row kernel takes at a time (0: the whole tile)
 
 
-def candidates(length: int) -> list[tf.Plan]:
+def candidates(length: int) -> list[monarch.Plan]:
     """Every plan for sequences of `length`: fused ones while L allows, three-pass ones always."""
-    fft = tf.fft_length(length)
+    fft = monarch.fft_length(length)
     plans = []
     for n1 in (1,) + FACTORS:
         for n2, n3 in itertools.product(FACTORS, FACTORS):
-            if n1 * n2 * n3 != fft or (n1 == 1 and fft > tf.FUSED_MAX_L):
+            if n1 * n2 * n3 != fft or (n1 == 1 and fft > monarch.FUSED_MAX_L):
                 continue
-            for warps in WARPS:
-                if n2 * n3 // (32 * warps) < 4:  # fewer than 4 elements a thread: too many warps
+            for warps, chunk in itertools.product(WARPS, CHUNKS):
+                rows = chunk or n2
+                if rows * n3 // (32 * warps) < 4 or (chunk and chunk >= n2):  # too many warps; no chunking
                     continue
-                plans.append(tf.Plan(n1, n2, n3, num_warps=warps, block_m=min(64, n2 * n3)))
+                plans.append(monarch.Plan(n1, n2, n3, num_warps=warps, block_m=min(64, n2 * n3), chunk=chunk))
     return [plan for plan in plans if plan.problem() is None]
 
 
@@ -71,7 +73,8 @@ def sweep(budget_s: float, lengths: tuple[int, ...]) -> list[dict]:
         allowed = 2 * _rel(reference.fftconv(u, k, v, w), exact) + 1e-5
         shape = f"B{batch} C{channels} N{length}"
         peer = peers.build_torch_fft(Case.of(B=batch, C=channels, N=length, K=length, gated=True), u, k, v, w)
-        named = [("torch-fft", None)] + [(f"{p.n1}x{p.n2}x{p.n3} {p.num_warps}w", p) for p in candidates(length)]
+        named = [("torch-fft", None)] + [(f"{p.n1}x{p.n2}x{p.n3} {p.num_warps}w c{p.chunk}", p)
+                                         for p in candidates(length)]
         for name, plan in named:
             if time.monotonic() > deadline:
                 return rows
@@ -82,7 +85,7 @@ def sweep(budget_s: float, lengths: tuple[int, ...]) -> list[dict]:
                 else:
                     prepared = tf.prepare(k, length, torch.bfloat16, plan)
                     run = lambda: tf.fftconv(u, prepared, v, w)  # noqa: E731
-                    row["plan"] = f"({plan.n1}, {plan.n2}, {plan.n3}, {plan.num_warps})"
+                    row["plan"] = f"({plan.n1}, {plan.n2}, {plan.n3}, {plan.num_warps}, {plan.chunk})"
                 row["rel_err"] = _rel(run(), exact)
                 if not row["rel_err"] <= allowed:
                     row["note"] = f"rel err {row['rel_err']:.2e} > {allowed:.2e}"
@@ -97,7 +100,7 @@ def sweep(budget_s: float, lengths: tuple[int, ...]) -> list[dict]:
 
 
 def summarize(rows: list[dict]) -> None:
-    print("\nfastest correct plans per shape (PLANS entry: (n1, n2, n3, warps)), and torch-fft:")
+    print("\nfastest correct plans per shape (PLANS entry: (n1, n2, n3, warps, chunk)), and torch-fft:")
     key = lambda r: r["shape"]  # noqa: E731
     for shape, group in itertools.groupby(sorted(rows, key=key), key=key):
         group = list(group)

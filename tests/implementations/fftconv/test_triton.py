@@ -12,15 +12,18 @@ as the sequence, odd channel counts, gated and not, in every claimed dtype.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from harness.correctness import bitwise_equal, poisoned_allocations
-from implementations.fftconv import reference
+from implementations.fftconv import monarch, reference
 from implementations.fftconv import triton_fftconv as tf
 from implementations.fftconv import tune
-from implementations.fftconv.triton_fftconv import Plan, fftconv, monarch_fftconv, prepare
+from implementations.fftconv.monarch import Plan
+from implementations.fftconv.triton_fftconv import fftconv, monarch_fftconv, prepare
 from tests.implementations.fftconv._support import assert_rule, describe, make_conv, rule_verdict, truth
 from tests.implementations.shared import pairwise_cases, reproduce, uncovered_pairs
 
@@ -64,7 +67,7 @@ def test_case_list_is_pairwise():
 def test_within_rule(seed, case):
     conv, plan = _conv(seed, case)
     out = monarch_fftconv(*conv.args, plan=plan)
-    assert_rule(out, conv, f"{describe(conv)}, plan {plan or tf.make_plan(conv.u.shape[-1])}; {reproduce(seed)}")
+    assert_rule(out, conv, f"{describe(conv)}, plan {plan or monarch.make_plan(conv.u.shape[-1])}; {reproduce(seed)}")
 
 
 @pytest.mark.parametrize("N,dtype,gated", [
@@ -74,7 +77,7 @@ def test_within_rule(seed, case):
 ], ids=["N1", "N128", "N8192-bf16", "N8192-fp32", "N8193"])
 def test_ends_of_the_default_ranges(seed, N, dtype, gated):
     conv = make_conv(seed, 1, 1, N, N, gated, dtype)
-    plan = tf.make_plan(N)
+    plan = monarch.make_plan(N)
     assert plan.levels == (2 if N <= 8192 else 3)
     assert_rule(monarch_fftconv(*conv.args), conv, f"{describe(conv)}, plan {plan}; {reproduce(seed)}")
 
@@ -83,12 +86,34 @@ def test_ends_of_the_default_ranges(seed, N, dtype, gated):
 def test_the_longest_sequence(seed, dtype, K):
     """N = 2^20, the kernels' limit: L = 2^21 = 128 x 128 x 128 (the default plan, with wider
     column blocks so the interpreter launches fewer programs)."""
-    N = tf.MAX_N
+    N = monarch.MAX_N
     conv = make_conv(seed, 1, 1, N, K or N, True, dtype)
-    plan = tf.make_plan(N)
+    plan = monarch.make_plan(N)
     assert (plan.n1, plan.n2, plan.n3) == (128, 128, 128)
     out = monarch_fftconv(*conv.args, plan=Plan(128, 128, 128, block_m=4096))
     assert_rule(out, conv, f"{describe(conv)}; {reproduce(seed)}")
+
+
+CHUNKED = {  # the row kernel taking CHUNK rows k2 of its tile at a time
+    "fused-N1000-64x32-chunk16": (1000, Plan(1, 64, 32, chunk=16)),
+    "fused-N4096-128x64-chunk32": (4096, Plan(1, 128, 64, chunk=32)),
+    "3pass-N2000-16x32x16-chunk16": (2000, Plan(16, 32, 16, block_m=128, chunk=16)),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("name", list(CHUNKED))
+def test_chunked_row_kernel_within_rule_and_equal_to_the_whole_tile(seed, name, dtype):
+    """Chunking changes only the order of the last product's sums (and, in 16 bits, where each
+    operand is scaled): within the rule, and in fp32 equal to the whole tile's result up to
+    float32 rounding."""
+    N, plan = CHUNKED[name]
+    conv = make_conv(seed, 1, 2, N, N, True, dtype)
+    out = monarch_fftconv(*conv.args, plan=plan)
+    assert_rule(out, conv, f"{describe(conv)}, plan {plan}; {reproduce(seed)}")
+    if dtype == torch.float32:
+        whole = monarch_fftconv(*conv.args, plan=replace(plan, chunk=0))
+        torch.testing.assert_close(out, whole, rtol=1e-4, atol=1e-5, msg=lambda m: f"{m}\n{name}; {reproduce(seed)}")
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
@@ -113,26 +138,26 @@ def test_magnitudes_outside_float16(seed, dtype, scale):
 @pytest.mark.parametrize("N,L", [(1, 256), (128, 256), (129, 512), (300, 1024), (4096, 8192), (8192, 16384),
                                  (8193, 32768), (65536, 131072), (1 << 20, 1 << 21)])
 def test_fft_length(N, L):
-    assert tf.fft_length(N) == L
+    assert monarch.fft_length(N) == L
 
 
-@pytest.mark.parametrize("L", sorted(tf.PLANS["sm90"]))
+@pytest.mark.parametrize("L", sorted(monarch.PLANS["sm90"]))
 def test_every_plan_factors_its_length(L):
-    for arch, plans in tf.PLANS.items():
+    for arch, plans in monarch.PLANS.items():
         n1, n2, n3, warps = plans[L]
         plan = Plan(n1, n2, n3, warps)
         assert plan.length == L and plan.problem() is None, (arch, plan)
-        assert plan.levels == (2 if L <= tf.FUSED_MAX_L else 3), (arch, plan)
+        assert plan.levels == (2 if L <= monarch.FUSED_MAX_L else 3), (arch, plan)
         assert warps in (4, 8, 16)
-    assert set(tf.PLANS["sm90"]) == {1 << e for e in range(8, 22)}
+    assert set(monarch.PLANS["sm90"]) == {1 << e for e in range(8, 22)}
 
 
 @pytest.mark.parametrize("N", tune.LENGTHS)
 def test_tuning_candidates_are_valid_plans(N):
     """implementations/fftconv/tune.py sweeps only plans the launcher takes, the default among them."""
     plans = tune.candidates(N)
-    assert plans and all(p.problem() is None and p.length == tf.fft_length(N) for p in plans)
-    default = tf.make_plan(N)
+    assert plans and all(p.problem() is None and p.length == monarch.fft_length(N) for p in plans)
+    default = monarch.make_plan(N)
     assert any((p.n1, p.n2, p.n3, p.num_warps) == (default.n1, default.n2, default.n3, default.num_warps) for p in plans)
 
 
@@ -140,33 +165,36 @@ def test_bad_plans_are_refused():
     assert "power of two of at least 16" in Plan(1, 8, 32).problem()
     assert "power of two of at least 16" in Plan(12, 16, 16).problem()
     assert "block_m" in Plan(16, 16, 16, block_m=512).problem()
+    assert "chunk must be 0 or a power of two from 16 to n2" in Plan(1, 32, 16, chunk=8).problem()
+    assert "chunk must be 0 or a power of two from 16 to n2" in Plan(1, 32, 16, chunk=64).problem()
+    assert Plan(1, 32, 16, chunk=16).problem() is None and Plan(1, 32, 16).rows_per_pass == 32
     with pytest.raises(ValueError, match="too short"):
         prepare(torch.zeros(1, 4), 300, torch.float32, Plan(1, 16, 16))
 
 
-@pytest.mark.parametrize("N", [tf.MAX_N + 1, 1 << 22])
+@pytest.mark.parametrize("N", [monarch.MAX_N + 1, 1 << 22])
 def test_unsupported_lengths_give_a_one_line_reason(N):
-    reason = tf.unsupported_reason(N, torch.bfloat16)
-    assert reason and "\n" not in reason and f"N={N}" in reason and str(tf.MAX_N) in reason
+    reason = monarch.unsupported_reason(N, torch.bfloat16)
+    assert reason and "\n" not in reason and f"N={N}" in reason and str(monarch.MAX_N) in reason
     with pytest.raises(ValueError, match=f"N={N}"):
-        tf.make_plan(N)
+        monarch.make_plan(N)
     with pytest.raises(ValueError, match=f"N={N}"):
         prepare(torch.zeros(1, 4), N, torch.bfloat16)
-    assert tf.unsupported_reason(tf.MAX_N, torch.bfloat16) is None
-    assert tf.unsupported_reason(8, torch.float64) == \
+    assert monarch.unsupported_reason(monarch.MAX_N, torch.bfloat16) is None
+    assert monarch.unsupported_reason(8, torch.float64) == \
         "dtype torch.float64 is not supported (accepted: bfloat16, float16, float32)"
 
 
 @pytest.mark.parametrize("n", [16, 32, 128])
 def test_dft_factor_is_the_unitary_dft(n):
-    f = tf.dft_factor(n, torch.float32, torch.device("cpu")).double()
+    f = monarch.dft_factor(n, torch.float32, torch.device("cpu")).double()
     want = np.fft.fft(np.eye(n)) / np.sqrt(n)  # column j: the DFT of e_j, i.e. F[k, j]
     np.testing.assert_allclose(f[0].numpy() + 1j * f[1].numpy(), want, atol=1e-7)
-    assert tf.dft_factor(n, torch.float16, torch.device("cpu")).dtype == torch.float16
+    assert monarch.dft_factor(n, torch.float16, torch.device("cpu")).dtype == torch.float16
 
 
 def test_twiddles():
-    t = tf.twiddles(16, 32, 512, torch.device("cpu")).double().numpy()
+    t = monarch.twiddles(16, 32, 512, torch.device("cpu")).double().numpy()
     r, c = np.arange(16)[:, None], np.arange(32)[None, :]
     np.testing.assert_allclose(t[0] + 1j * t[1], np.exp(-2j * np.pi * r * c / 512), atol=1e-7)
 
@@ -175,7 +203,7 @@ def test_filter_spectrum_is_in_digit_reversed_order(seed):
     """Element [c, :, k1, k2, k3] is bin k1 + N1 (k2 + N2 k3) of the filter's L-point DFT."""
     plan = Plan(16, 32, 16)
     k = torch.randn(3, 100, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    got = tf.filter_spectrum(k, plan, torch.float64).numpy()
+    got = monarch.filter_spectrum(k, plan, torch.float64).numpy()
     full = np.fft.fft(k.numpy(), plan.length)
     for k1, k2, k3 in [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (5, 17, 9), (15, 31, 15)]:
         bin_ = k1 + 16 * (k2 + 32 * k3)
@@ -250,11 +278,11 @@ def test_refuses_mismatched_inputs(seed):
 
 
 def _twiddles(exponent):
-    """A twiddle table built like tf.twiddles but with exponent(r, c, length) -> (n, e): W_n^e."""
+    """A twiddle table built like monarch.twiddles but with exponent(r, c, length) -> (n, e): W_n^e."""
     def table(rows, cols, length, device):
         r = torch.arange(rows, dtype=torch.int64)[:, None]
         c = torch.arange(cols, dtype=torch.int64)[None, :]
-        re, im = tf._roots(*exponent(r, c, length))
+        re, im = monarch._roots(*exponent(r, c, length))
         return torch.stack([re, im]).to(dtype=torch.float32, device=device).contiguous()
 
     return table

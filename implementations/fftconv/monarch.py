@@ -1,0 +1,147 @@
+"""The Monarch decomposition behind the FFT convolution's kernels (triton_fftconv.py): how an
+FFT length is factored and launched (Plan, PLANS), and the constant tables the kernels read
+(the DFT factors, the twiddles, the filter's spectrum in kernel order), built in float64.
+
+Index convention. A sequence of length L is read as n = M n1 + N3 n2 + n3 (M = N2 N3), and
+its spectrum comes out at k = k1 + N1 (k2 + N2 k3): the Cooley-Tukey digit reversal. One
+(N1 = 1) or two (N1 >= 16) levels:
+
+- in registers, a length-M sequence is a [N2, N3] tile Z[n2, n3] (row-major: a plain load).
+  Its DFT is F2 @ Z (the N2-point DFT down the columns, giving rows k2), times the twiddles
+  W_M^(n3 k2) elementwise, then @ F3 (the N3-point DFT along the rows, giving columns k3):
+  the tile then holds the spectrum at k2 + N2 k3, transposed with respect to the input, and
+  is never transposed back. The filter's spectrum is precomputed in the same order
+  (filter_spectrum), so the product is elementwise, and the inverse mirrors the steps:
+  @ conj(F3), conj twiddles, conj(F2) @, which lands back in natural order.
+- above FUSED_MAX_L, an outer N1-point level goes through global memory: kernel 1 takes
+  column blocks [N1, BLOCK_M] of the [N1, M] view of x, applies F1 @ and the twiddles
+  W_L^(m k1), and writes a float32 scratch; kernel 2 runs the in-register transform, the
+  filter's product and the inverse on each row k1 of it; kernel 3 mirrors kernel 1 (conj
+  twiddles, conj(F1) @) and writes y. Three passes over a row, where torch.fft's rfft, product
+  and irfft each make at least one (and cuFFT several, at these lengths).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+
+from implementations.triton_support import architecture
+
+DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+MIN_L = 256  # 16 x 16: tl.dot's minimum of 16 on both factors
+MAX_L = 1 << 21  # 128 x 128 x 128
+MAX_N = MAX_L // 2
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one FFT length is factored and launched: L = n1 * n2 * n3, n1 = 1 for the fused
+    single-kernel path; the in-register tile is [n2, n3]; column kernels take [n1, block_m]."""
+
+    n1: int
+    n2: int
+    n3: int
+    num_warps: int = 4  # the in-register (row) kernel's
+    block_m: int = 64  # the column kernels' block of the [n1, M] view
+    column_warps: int = 4
+    chunk: int = 0  # rows k2 of the tile the row kernel takes at a time; 0: all n2 at once
+
+    @property
+    def rows_per_pass(self) -> int:
+        return self.chunk or self.n2
+
+    @property
+    def length(self) -> int:
+        return self.n1 * self.n2 * self.n3
+
+    @property
+    def levels(self) -> int:
+        """2 for the fused single kernel (N2 x N3), 3 for the column passes around it."""
+        return 2 if self.n1 == 1 else 3
+
+    def problem(self) -> str | None:
+        sizes = (self.n2, self.n3) + ((self.n1,) if self.n1 > 1 else ())
+        if any(s < 16 or s & (s - 1) for s in sizes):
+            return f"plan {self}: every factor must be a power of two of at least 16 (tl.dot's minimum)"
+        if self.n1 > 1 and (self.block_m < 16 or self.block_m & (self.block_m - 1) or self.block_m > self.n2 * self.n3):
+            return f"plan {self}: block_m must be a power of two from 16 to n2 * n3"
+        if self.chunk and (self.chunk < 16 or self.chunk & (self.chunk - 1) or self.chunk > self.n2):
+            return f"plan {self}: chunk must be 0 or a power of two from 16 to n2"
+        return None
+
+
+# Per FFT length: (n1, n2, n3, row-kernel warps[, chunk]). Up to FUSED_MAX_L one fused kernel; above,
+# an outer factor of 16..128 through the column kernels. The tile's larger factor is n2 (the
+# first product contracts only half of it, the last produces only half). Untuned: a tile of
+# M floats holds M / (32 warps) registers a thread, and about eight such tiles are live.
+_SM90 = {
+    256: (1, 16, 16, 4), 512: (1, 32, 16, 4), 1024: (1, 32, 32, 4), 2048: (1, 64, 32, 4),
+    4096: (1, 64, 64, 8), 8192: (1, 128, 64, 8), 16384: (1, 128, 128, 16),
+    1 << 15: (16, 64, 32, 4), 1 << 16: (16, 64, 64, 8), 1 << 17: (16, 128, 64, 8), 1 << 18: (16, 128, 128, 16),
+    1 << 19: (32, 128, 128, 16), 1 << 20: (64, 128, 128, 16), 1 << 21: (128, 128, 128, 16),
+}
+PLANS = {"interpreter": _SM90, "sm90": _SM90, "sm100": _SM90, "sm80": _SM90, "sm8x": _SM90, "other": _SM90}
+FUSED_MAX_L = 16384
+
+
+def fft_length(length: int) -> int:
+    """L: a power of two of at least 2N (so the circular convolution is causal) and MIN_L."""
+    return max(MIN_L, 1 << max(0, (2 * length - 1).bit_length()))
+
+
+def unsupported_reason(length: int, dtype: torch.dtype) -> str | None:
+    if dtype not in DTYPES:
+        return f"dtype {dtype} is not supported (accepted: bfloat16, float16, float32)"
+    if length > MAX_N:
+        return (f"N={length} is longer than the Monarch kernels' {MAX_N}: the FFT length 2N is at most "
+                f"{MAX_L} = 128 x 128 x 128")
+    return None
+
+
+def make_plan(length: int) -> Plan:
+    """The plan for sequences of `length` on this architecture (read at launch, not import)."""
+    reason = unsupported_reason(length, torch.float32)
+    if reason:
+        raise ValueError(reason)
+    n1, n2, n3, warps, *chunk = PLANS[architecture()][fft_length(length)]
+    return Plan(n1, n2, n3, num_warps=warps, chunk=chunk[0] if chunk else 0)
+
+
+# --- the constant tables, built once in float64 and rounded -----------------------------------
+
+
+def _roots(n: int, exponents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of -2 pi e / n, the exponents reduced mod n in exact integer arithmetic."""
+    angle = (exponents % n).to(torch.float64) * (-2.0 * math.pi / n)
+    return torch.cos(angle), torch.sin(angle)
+
+
+@functools.lru_cache(maxsize=None)
+def dft_factor(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The unitary n-point DFT matrix exp(-2 pi i j k / n) / sqrt(n) as [2, n, n] (real, imaginary)."""
+    j = torch.arange(n, dtype=torch.int64)
+    re, im = _roots(n, j[:, None] * j[None, :])
+    return (torch.stack([re, im]) / math.sqrt(n)).to(dtype=dtype, device=device).contiguous()
+
+
+@functools.lru_cache(maxsize=None)
+def twiddles(rows: int, cols: int, length: int, device: torch.device) -> torch.Tensor:
+    """W_length^(r c) = exp(-2 pi i r c / length) for a [rows, cols] tile, as [2, rows, cols] float32.
+    The in-register level uses (N2, N3, M): row k2, column n3; the outer level (N1, M, L)."""
+    r = torch.arange(rows, dtype=torch.int64)[:, None]
+    c = torch.arange(cols, dtype=torch.int64)[None, :]
+    re, im = _roots(length, r * c)
+    return torch.stack([re, im]).to(dtype=torch.float32, device=device).contiguous()
+
+
+def filter_spectrum(k: torch.Tensor, plan: Plan, dtype: torch.dtype) -> torch.Tensor:
+    """The filter's L-point DFT in the kernels' order, [C, 2, N1, N2, N3] of `dtype`: element
+    [c, :, k1, k2, k3] is the bin k1 + N1 (k2 + N2 k3). Computed in float64, outside the timing."""
+    channels = k.shape[0]
+    spectrum = torch.fft.fft(k.to(torch.float64), n=plan.length)  # [C, L]
+    ordered = spectrum.reshape(channels, plan.n3, plan.n2, plan.n1).permute(0, 3, 2, 1)
+    return torch.stack([ordered.real, ordered.imag], dim=1).to(dtype).contiguous()
