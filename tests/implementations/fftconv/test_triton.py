@@ -14,14 +14,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 
 from harness.correctness import bitwise_equal, poisoned_allocations
 from implementations.fftconv import monarch, reference
 from implementations.fftconv import triton_fftconv as tf
-from implementations.fftconv import tune
 from implementations.fftconv.monarch import Plan
 from implementations.fftconv.triton_fftconv import fftconv, monarch_fftconv, prepare
 from tests.implementations.fftconv._support import assert_rule, describe, make_conv, rule_verdict, truth
@@ -130,84 +128,6 @@ def test_magnitudes_outside_float16(seed, dtype, scale):
         out = monarch_fftconv(*conv.args, plan=plan)
         assert torch.isfinite(out).all(), f"non-finite outputs, plan {plan}; {reproduce(seed)}"
         assert_rule(out, conv, f"x {scale:g}, {describe(conv)}, plan {plan}; {reproduce(seed)}")
-
-
-# --- the plans and the tables -------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("N,L", [(1, 256), (128, 256), (129, 512), (300, 1024), (4096, 8192), (8192, 16384),
-                                 (8193, 32768), (65536, 131072), (1 << 20, 1 << 21)])
-def test_fft_length(N, L):
-    assert monarch.fft_length(N) == L
-
-
-@pytest.mark.parametrize("L", sorted(monarch.PLANS["sm90"]))
-def test_every_plan_factors_its_length(L):
-    for arch, plans in monarch.PLANS.items():
-        n1, n2, n3, warps = plans[L]
-        plan = Plan(n1, n2, n3, warps)
-        assert plan.length == L and plan.problem() is None, (arch, plan)
-        assert plan.levels == (2 if L <= monarch.FUSED_MAX_L else 3), (arch, plan)
-        assert warps in (4, 8, 16)
-    assert set(monarch.PLANS["sm90"]) == {1 << e for e in range(8, 22)}
-
-
-@pytest.mark.parametrize("N", tune.LENGTHS)
-def test_tuning_candidates_are_valid_plans(N):
-    """implementations/fftconv/tune.py sweeps only plans the launcher takes, the default among them."""
-    plans = tune.candidates(N)
-    assert plans and all(p.problem() is None and p.length == monarch.fft_length(N) for p in plans)
-    default = monarch.make_plan(N)
-    assert any((p.n1, p.n2, p.n3, p.num_warps) == (default.n1, default.n2, default.n3, default.num_warps) for p in plans)
-
-
-def test_bad_plans_are_refused():
-    assert "power of two of at least 16" in Plan(1, 8, 32).problem()
-    assert "power of two of at least 16" in Plan(12, 16, 16).problem()
-    assert "block_m" in Plan(16, 16, 16, block_m=512).problem()
-    assert "chunk must be 0 or a power of two from 16 to n2" in Plan(1, 32, 16, chunk=8).problem()
-    assert "chunk must be 0 or a power of two from 16 to n2" in Plan(1, 32, 16, chunk=64).problem()
-    assert Plan(1, 32, 16, chunk=16).problem() is None and Plan(1, 32, 16).rows_per_pass == 32
-    with pytest.raises(ValueError, match="too short"):
-        prepare(torch.zeros(1, 4), 300, torch.float32, Plan(1, 16, 16))
-
-
-@pytest.mark.parametrize("N", [monarch.MAX_N + 1, 1 << 22])
-def test_unsupported_lengths_give_a_one_line_reason(N):
-    reason = monarch.unsupported_reason(N, torch.bfloat16)
-    assert reason and "\n" not in reason and f"N={N}" in reason and str(monarch.MAX_N) in reason
-    with pytest.raises(ValueError, match=f"N={N}"):
-        monarch.make_plan(N)
-    with pytest.raises(ValueError, match=f"N={N}"):
-        prepare(torch.zeros(1, 4), N, torch.bfloat16)
-    assert monarch.unsupported_reason(monarch.MAX_N, torch.bfloat16) is None
-    assert monarch.unsupported_reason(8, torch.float64) == \
-        "dtype torch.float64 is not supported (accepted: bfloat16, float16, float32)"
-
-
-@pytest.mark.parametrize("n", [16, 32, 128])
-def test_dft_factor_is_the_unitary_dft(n):
-    f = monarch.dft_factor(n, torch.float32, torch.device("cpu")).double()
-    want = np.fft.fft(np.eye(n)) / np.sqrt(n)  # column j: the DFT of e_j, i.e. F[k, j]
-    np.testing.assert_allclose(f[0].numpy() + 1j * f[1].numpy(), want, atol=1e-7)
-    assert monarch.dft_factor(n, torch.float16, torch.device("cpu")).dtype == torch.float16
-
-
-def test_twiddles():
-    t = monarch.twiddles(16, 32, 512, torch.device("cpu")).double().numpy()
-    r, c = np.arange(16)[:, None], np.arange(32)[None, :]
-    np.testing.assert_allclose(t[0] + 1j * t[1], np.exp(-2j * np.pi * r * c / 512), atol=1e-7)
-
-
-def test_filter_spectrum_is_in_digit_reversed_order(seed):
-    """Element [c, :, k1, k2, k3] is bin k1 + N1 (k2 + N2 k3) of the filter's L-point DFT."""
-    plan = Plan(16, 32, 16)
-    k = torch.randn(3, 100, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    got = monarch.filter_spectrum(k, plan, torch.float64).numpy()
-    full = np.fft.fft(k.numpy(), plan.length)
-    for k1, k2, k3 in [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (5, 17, 9), (15, 31, 15)]:
-        bin_ = k1 + 16 * (k2 + 32 * k3)
-        np.testing.assert_allclose(got[:, 0, k1, k2, k3] + 1j * got[:, 1, k1, k2, k3], full[:, bin_], atol=1e-9)
 
 
 # --- structure: channels, strides, determinism, coverage of the output ---------------------------
