@@ -177,9 +177,10 @@ class Measurer:
             row.peak_gbps = self.ceilings.gbps
             row.frac_of_peak = self.ceilings.fraction(unit.dtype, row.tflops, row.gbps)
             # Above the device's own ceiling means the work counts are wrong, not a record.
-            row.exceeds_ceiling = row.frac_of_peak is not None and row.frac_of_peak > 1.0
-            if row.exceeds_ceiling:
-                row.reason = f"{row.frac_of_peak:.2f} of the measured ceiling: the FLOP or byte count is suspect"
+            over = self.ceilings.exceeded(unit.dtype, row.tflops, row.gbps)
+            row.exceeds_ceiling = over is not None
+            if over is not None:
+                row.reason = f"{over:.2f} of the measured ceiling: the FLOP or byte count is suspect"
 
     def _peak_bytes(self, step: Callable[[], object], setup: Callable[[], None]) -> int | None:
         if self.device.type != "cuda":
