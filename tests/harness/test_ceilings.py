@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.ceilings import Ceilings, measure
+from harness.ceilings import Ceilings, measure, read_all
 from harness.timing import Timer
 
 H100 = Ceilings({"bfloat16": 680.0}, gbps=3000.0, read_gbps=3150.0)
@@ -48,3 +48,9 @@ def test_round_trip_through_the_sidecar():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
 def test_no_ceilings_without_a_gpu():
     assert measure(Timer(torch.device("cpu")), [torch.bfloat16]) == Ceilings()
+
+
+def test_the_read_ceiling_kernel_reduces_without_allocating_its_result():
+    src = torch.arange(1000, dtype=torch.float32)
+    total = torch.empty(())
+    assert read_all(src, total) is total and total.item() == 499500.0
