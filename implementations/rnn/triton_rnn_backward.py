@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from implementations.rnn.triton_rnn_forward import RnnConfig, _tanh, _weights, launch_config
+from implementations.rnn.triton_rnn_forward import RnnConfig, _head_weights, _tanh, launch_config
 from implementations.triton_support import dot_precision
 
 # Launch shapes by architecture (see triton_rnn_forward.RnnConfig); sm90 from the same sweep.
@@ -83,11 +83,7 @@ def _backward_kernel(DY, Y, R, PRE, STATES, DWX, DREC, batch, steps,
     dc = tl.zeros([BLOCK_B, HEAD_DIM], dtype=tl.float32)
     dn = tl.zeros([BLOCK_B, HEAD_DIM], dtype=tl.float32)
     if HOIST_R:  # as in the forward: the head's recurrent blocks kept on chip for all T steps
-        r_0 = _weights(R, 0, head, dims, stride_rg, stride_rh, stride_rd)
-        r_1 = _weights(R, 1, head, dims, stride_rg, stride_rh, stride_rd)
-        r_2 = _weights(R, 2, head, dims, stride_rg, stride_rh, stride_rd)
-        if CELL != "gru":
-            r_3 = _weights(R, 3, head, dims, stride_rg, stride_rh, stride_rd)
+        r_0, r_1, r_2, r_3 = _head_weights(R, head, dims, stride_rg, stride_rh, stride_rd, CELL)
     # What a step reads does not depend on the recurrence: with PREFETCH each step issues the
     # next one's loads (step t - 1's, and the states two back) before its own math, and the
     # states it loaded as "previous" become the next step's current ones.
@@ -108,11 +104,7 @@ def _backward_kernel(DY, Y, R, PRE, STATES, DWX, DREC, batch, steps,
     for step in range(steps):
         t = steps - 1 - step
         if not HOIST_R:
-            r_0 = _weights(R, 0, head, dims, stride_rg, stride_rh, stride_rd)
-            r_1 = _weights(R, 1, head, dims, stride_rg, stride_rh, stride_rd)
-            r_2 = _weights(R, 2, head, dims, stride_rg, stride_rh, stride_rd)
-            if CELL != "gru":
-                r_3 = _weights(R, 3, head, dims, stride_rg, stride_rh, stride_rd)
+            r_0, r_1, r_2, r_3 = _head_weights(R, head, dims, stride_rg, stride_rh, stride_rd, CELL)
         if PREFETCH:
             next_dy, next_p0, next_p1, next_p2, next_p3 = _step_upstream(
                 DY, PRE, rows, live, dims, t - 1, head, stride_yb, stride_yt, stride_yh, stride_pb, stride_pt, stride_pg)

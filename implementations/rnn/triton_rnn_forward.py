@@ -104,6 +104,20 @@ def _weights(R, g, head, dims, stride_rg, stride_rh, stride_rd):
 
 
 @triton.jit
+def _head_weights(R, head, dims, stride_rg, stride_rh, stride_rd, CELL: tl.constexpr):
+    """The head's blocks R[g, head] for every gate (the GRU's three, then its third again as an
+    unused fourth, so every cell unpacks four)."""
+    r_0 = _weights(R, 0, head, dims, stride_rg, stride_rh, stride_rd)
+    r_1 = _weights(R, 1, head, dims, stride_rg, stride_rh, stride_rd)
+    r_2 = _weights(R, 2, head, dims, stride_rg, stride_rh, stride_rd)
+    if CELL == "gru":
+        r_3 = r_2
+    else:
+        r_3 = _weights(R, 3, head, dims, stride_rg, stride_rh, stride_rd)
+    return r_0, r_1, r_2, r_3
+
+
+@triton.jit
 def _input(WX, rows, live, dims, t, steps, g, head, stride_wb, stride_wt, stride_wg, stride_wh):
     """Gate g's input projection at step t, float32 (zeros past the last step)."""
     return tl.load(WX + rows[:, None] * stride_wb + t * stride_wt + g * stride_wg + head * stride_wh + dims[None, :],
@@ -134,11 +148,7 @@ def _forward_kernel(WX, R, BIAS, Y, PRE, STATES, batch, steps,
     n = tl.zeros([BLOCK_B, HEAD_DIM], dtype=tl.float32)
     m = tl.full([BLOCK_B, HEAD_DIM], float("-inf"), dtype=tl.float32)
     if HOIST_R:  # the head's recurrent blocks read once and kept on chip for all T steps
-        r_0 = _weights(R, 0, head, dims, stride_rg, stride_rh, stride_rd)
-        r_1 = _weights(R, 1, head, dims, stride_rg, stride_rh, stride_rd)
-        r_2 = _weights(R, 2, head, dims, stride_rg, stride_rh, stride_rd)
-        if CELL != "gru":
-            r_3 = _weights(R, 3, head, dims, stride_rg, stride_rh, stride_rd)
+        r_0, r_1, r_2, r_3 = _head_weights(R, head, dims, stride_rg, stride_rh, stride_rd, CELL)
     # The input projections do not depend on the recurrence: with PREFETCH each step loads the
     # next step's while its dots and cell math run, so their memory latency leaves the chain.
     if PREFETCH:
@@ -149,11 +159,7 @@ def _forward_kernel(WX, R, BIAS, Y, PRE, STATES, batch, steps,
             x_3 = _input(WX, rows, live, dims, 0, steps, 3, head, stride_wb, stride_wt, stride_wg, stride_wh)
     for t in range(steps):
         if not HOIST_R:  # re-read each step (from L2 after the first), for blocks too big to keep
-            r_0 = _weights(R, 0, head, dims, stride_rg, stride_rh, stride_rd)
-            r_1 = _weights(R, 1, head, dims, stride_rg, stride_rh, stride_rd)
-            r_2 = _weights(R, 2, head, dims, stride_rg, stride_rh, stride_rd)
-            if CELL != "gru":
-                r_3 = _weights(R, 3, head, dims, stride_rg, stride_rh, stride_rd)
+            r_0, r_1, r_2, r_3 = _head_weights(R, head, dims, stride_rg, stride_rh, stride_rd, CELL)
         if not PREFETCH:
             x_0 = _input(WX, rows, live, dims, t, steps, 0, head, stride_wb, stride_wt, stride_wg, stride_wh)
             x_1 = _input(WX, rows, live, dims, t, steps, 1, head, stride_wb, stride_wt, stride_wg, stride_wh)
