@@ -52,6 +52,21 @@ def _step_upstream(DY, PRE, rows, live, dims, t, head, stride_yb, stride_yt, str
 
 
 @triton.jit
+def _cell_states(STATES, rows, live, dims, t, head, stride_sb, stride_st, stride_sg, CELL: tl.constexpr):
+    """(c, c_prev, n, m, n_prev, m_prev): the cell states after steps t and t - 1 (the LSTM
+    keeps only c: its n and m slots repeat c, unused)."""
+    c = _saved(STATES, rows, live, dims, t, 0, head, stride_sb, stride_st, stride_sg, 0.0)
+    c_prev = _saved(STATES, rows, live, dims, t - 1, 0, head, stride_sb, stride_st, stride_sg, 0.0)
+    n, m, n_prev, m_prev = c, c, c, c
+    if CELL == "slstm":
+        n = _saved(STATES, rows, live, dims, t, 1, head, stride_sb, stride_st, stride_sg, 1.0)
+        m = _saved(STATES, rows, live, dims, t, 2, head, stride_sb, stride_st, stride_sg, 0.0)
+        n_prev = _saved(STATES, rows, live, dims, t - 1, 1, head, stride_sb, stride_st, stride_sg, 1.0)
+        m_prev = _saved(STATES, rows, live, dims, t - 1, 2, head, stride_sb, stride_st, stride_sg, float("-inf"))
+    return c, c_prev, n, m, n_prev, m_prev
+
+
+@triton.jit
 def _output(Y, rows, live, dims, t, head, stride_yb, stride_yt, stride_yh):
     """y_t as the forward rounded it (zeros before step 0)."""
     return tl.load(Y + rows[:, None] * stride_yb + t * stride_yt + head * stride_yh + dims[None, :],
@@ -93,14 +108,8 @@ def _backward_kernel(DY, Y, R, PRE, STATES, DWX, DREC, batch, steps,
         if CELL == "gru":
             y_prev = _output(Y, rows, live, dims, steps - 2, head, stride_yb, stride_yt, stride_yh)
         else:
-            c = _saved(STATES, rows, live, dims, steps - 1, 0, head, stride_sb, stride_st, stride_sg, 0.0)
-            c_prev = _saved(STATES, rows, live, dims, steps - 2, 0, head, stride_sb, stride_st, stride_sg, 0.0)
-            if CELL == "slstm":
-                n = _saved(STATES, rows, live, dims, steps - 1, 1, head, stride_sb, stride_st, stride_sg, 1.0)
-                m = _saved(STATES, rows, live, dims, steps - 1, 2, head, stride_sb, stride_st, stride_sg, 0.0)
-                n_prev = _saved(STATES, rows, live, dims, steps - 2, 1, head, stride_sb, stride_st, stride_sg, 1.0)
-                m_prev = _saved(STATES, rows, live, dims, steps - 2, 2, head, stride_sb, stride_st, stride_sg,
-                                float("-inf"))
+            c, c_prev, n, m, n_prev, m_prev = _cell_states(STATES, rows, live, dims, steps - 1, head, stride_sb,
+                                                           stride_st, stride_sg, CELL)
     for step in range(steps):
         t = steps - 1 - step
         if not HOIST_R:
@@ -122,14 +131,8 @@ def _backward_kernel(DY, Y, R, PRE, STATES, DWX, DREC, batch, steps,
             if CELL == "gru":
                 y_prev = _output(Y, rows, live, dims, t - 1, head, stride_yb, stride_yt, stride_yh)
             else:
-                c = _saved(STATES, rows, live, dims, t, 0, head, stride_sb, stride_st, stride_sg, 0.0)
-                c_prev = _saved(STATES, rows, live, dims, t - 1, 0, head, stride_sb, stride_st, stride_sg, 0.0)
-                if CELL == "slstm":
-                    n = _saved(STATES, rows, live, dims, t, 1, head, stride_sb, stride_st, stride_sg, 1.0)
-                    m = _saved(STATES, rows, live, dims, t, 2, head, stride_sb, stride_st, stride_sg, 0.0)
-                    n_prev = _saved(STATES, rows, live, dims, t - 1, 1, head, stride_sb, stride_st, stride_sg, 1.0)
-                    m_prev = _saved(STATES, rows, live, dims, t - 1, 2, head, stride_sb, stride_st, stride_sg,
-                                    float("-inf"))
+                c, c_prev, n, m, n_prev, m_prev = _cell_states(STATES, rows, live, dims, t, head, stride_sb,
+                                                               stride_st, stride_sg, CELL)
         dy = dy_in + dy_next
         if CELL == "gru":  # p0, p1: r and u pre-activations; p2, p3: the candidate's input and recurrent terms
             r, u = tl.sigmoid(p0), tl.sigmoid(p1)
