@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from pathlib import Path
 from typing import Any
 
 from harness import results
 from harness.compare import rows_by_key
+from harness.errors import UsageError
 
 FORMATS = ("pytest-benchmark",)
 FORMAT_VERSION = "5.1.0"  # the pytest-benchmark file layout this writes
@@ -32,6 +32,7 @@ EXTRA = ("median_ms", "p10_ms", "p90_ms", "ci_rel", "tflops", "gbps", "frac_of_p
 
 
 def pytest_benchmark(table: Path) -> dict[str, Any]:
+    _pytest_benchmark_stats()  # refuse before reading when the package is missing
     frame = results.read_table(table)
     sidecar = results.read_sidecar(table)
     env = sidecar.get("environment", {})
@@ -85,41 +86,21 @@ def _benchmark(row: dict[str, Any], samples: list[float]) -> dict[str, Any]:
 
 
 def sample_stats(data: list[float]) -> dict[str, Any]:
-    """The statistics pytest-benchmark stores beside the samples, under its definitions:
-    quartiles by Tukey's hinges for an even count and by the interpolating method 3 of
-    Wikipedia's 'Quartile' for an odd one, outliers as 'beyond one sd;beyond 1.5 IQR'."""
-    xs = sorted(data)
-    n = len(xs)
-    mean = statistics.mean(xs)
-    sd = statistics.stdev(xs) if n > 1 else 0.0
-    q1, q3 = _quartiles(xs)
-    iqr = q3 - q1
-    low_fence, high_fence = q1 - 1.5 * iqr, q3 + 1.5 * iqr
-    total = sum(xs)
-    return {
-        "min": xs[0], "max": xs[-1], "mean": mean, "stddev": sd, "rounds": n, "median": statistics.median(xs),
-        "iqr": iqr, "q1": q1, "q3": q3,
-        "iqr_outliers": sum(1 for x in xs if x < low_fence or x > high_fence),
-        "stddev_outliers": sum(1 for x in xs if x < mean - sd or x > mean + sd),
-        "outliers": f"{sum(1 for x in xs if x < mean - sd or x > mean + sd)};"
-                    f"{sum(1 for x in xs if x < low_fence or x > high_fence)}",
-        "ld15iqr": min(x for x in xs if x >= low_fence) if n > 1 else xs[0],
-        "hd15iqr": max(x for x in xs if x <= high_fence) if n > 1 else xs[0],
-        "ops": n / total if total else 0.0,
-        "total": total,
-    }
+    """The statistics pytest-benchmark stores beside the samples, computed by pytest-benchmark
+    itself so that they follow the installed version's definitions (5.3.1 changed hd15iqr)."""
+    stats = _pytest_benchmark_stats()()
+    for value in data:
+        stats.update(value)
+    return stats.as_dict()
 
 
-def _quartiles(xs: list[float]) -> tuple[float, float]:
-    n = len(xs)
-    if n == 1:
-        return xs[0], xs[0]
-    if n % 2 == 0:
-        return statistics.median(xs[: n // 2]), statistics.median(xs[n // 2:])
-    m = n // 4
-    if n % 4 == 1:  # n = 4m + 1
-        return 0.25 * xs[m - 1] + 0.75 * xs[m], 0.75 * xs[3 * m] + 0.25 * xs[3 * m + 1]
-    return 0.75 * xs[m] + 0.25 * xs[m + 1], 0.25 * xs[3 * m + 1] + 0.75 * xs[3 * m + 2]  # n = 4m + 3
+def _pytest_benchmark_stats() -> type:
+    try:
+        from pytest_benchmark.stats import Stats
+    except ImportError:
+        raise UsageError("bench export needs the pytest-benchmark package; accepted: "
+                         "pip install 'flashsuite[export]'") from None
+    return Stats
 
 
 def _iso(started: str) -> str:
