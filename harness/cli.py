@@ -1,4 +1,4 @@
-"""The `bench` command: list, run, show, env, compare, gate, export, promote.
+"""The `bench` command: list, run, show, env, compare, gate, export, promote, kernels.
 
 Bad input (an unknown suite, implementation or dtype, a case no selected kernel
 supports, no GPU for a GPU-only implementation, a corrupt or foreign result file, two
@@ -123,6 +123,34 @@ def _print_summary(frame, title: str) -> None:
     console.print(report.rich_table(report.summarize(frame), title=title))
     for line in report.unavailable(frame):
         console.print(f"[dim]not run here: {line}")
+
+
+def cmd_kernels(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from harness.kernels import suite_kernels
+
+    columns = ("technique", "impl", "kernel", "first case", "warps", "stages", "registers", "spill st/ld B",
+               "shared KiB", "constants", "error")
+    table = Table(title=f"{args.suite} ({args.tier}): Triton kernels compiled for {args.target}")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    spilling = 0
+    for row in suite_kernels(args.suite, args.tier, args.target, _split(args.impl), _split(args.dtype),
+                             _split(args.case)):
+        r = row.resources
+        spilling += r.spills
+        cells = (row.technique, row.impl, r.kernel, f"{row.case_id} {row.dtype} {row.direction}",
+                 str(r.num_warps), str(r.num_stages), str(r.registers), f"{r.spill_store_bytes}/{r.spill_load_bytes}",
+                 f"{r.shared_bytes / 1024:.0f}", " ".join(f"{k}={v}" for k, v in r.constants.items()), r.error)
+        if console.is_terminal:
+            table.add_row(*cells, style="red" if r.spills or r.error else None)
+        else:  # a log: one line per kernel
+            print("  ".join(f"{name}: {cell}" for name, cell in zip(columns, cells) if cell), flush=True)
+    if console.is_terminal:
+        console.print(table)
+    print(f"{spilling} kernel(s) spill registers to local memory")
+    return 0
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -346,6 +374,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["pytest-benchmark"], default="pytest-benchmark")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default: standard output)")
     p.set_defaults(command=cmd_export)
+
+    p = sub.add_parser("kernels", help="compile a suite's Triton kernels for a GPU that need not be here: "
+                                       "registers, spills, shared memory (docs/methodology.md)")
+    p.add_argument("suite", help="a suite name (suites/<name>.toml) or a path to a suite file")
+    p.add_argument("--tier", choices=["quick", "full"], default="quick", help="quick (default) or full")
+    p.add_argument("--target", default="sm90", help="the architecture to compile for: sm90 (default), sm100, sm80, sm8x")
+    p.add_argument("--impl", action="append", help="only these implementations (comma-separated or repeated)")
+    p.add_argument("--dtype", action="append", help="only these dtypes (bfloat16, float16, float32)")
+    p.add_argument("--case", action="append", help="only cases with these parameters, KEY=VALUE (e.g. D=64,causal=true)")
+    p.set_defaults(command=cmd_kernels)
 
     p = sub.add_parser("promote", help="make a run the baseline: copy it under results/ and name it in BASELINE")
     p.add_argument("file", help="a finished run's .parquet table")

@@ -1,32 +1,50 @@
 """The command line every technique's tuning sweep (`python -m implementations.<name>.tune`)
 shares: --budget-s and --csv, a check for a GPU, the sweep, its rows written as CSV, then
-the sweep's own summary. Not a technique: it registers nothing."""
+the sweep's own summary. A sweep that lists its candidates as CPU calls also takes
+`--offline ARCH`: each candidate's kernels compiled for ARCH (no GPU needed) with the
+registers, spills and shared memory ptxas reports, so the GPU's minutes go to candidates
+that fit. Not a technique: it registers nothing."""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import sys
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
 Rows = list[dict]
+Candidates = Iterable[tuple[str, Callable[[], object]]]  # (name, a call of the candidate on CPU tensors)
 
 
 def sweep_main(description: str, default_budget_s: float, sweep: Callable[[argparse.Namespace], Rows],
                summarize: Callable[[Rows], None],
-               add_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+               add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+               offline: Callable[[argparse.Namespace], Candidates] | None = None) -> int:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--budget-s", type=float, default=default_budget_s, help="stop the sweep after this long")
     parser.add_argument("--csv", default=None, help="also write every row to this CSV file")
+    if offline:
+        parser.add_argument("--offline", metavar="ARCH", help="compile the candidates for ARCH (sm90, sm100, sm80, "
+                                                              "sm8x) and report their resources; no GPU needed")
     if add_arguments:
         add_arguments(parser)
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        print("error: the sweep needs a CUDA GPU", file=sys.stderr)
+    if offline and args.offline:
+        from harness.errors import UsageError
+
+        try:
+            rows = compile_report(offline(args), args.offline)
+        except UsageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        summarize = _summarize_resources
+    elif not torch.cuda.is_available():
+        print("error: the sweep needs a CUDA GPU (or --offline ARCH, where the sweep offers it)", file=sys.stderr)
         return 2
-    rows = sweep(args)
+    else:
+        rows = sweep(args)
     if args.csv and rows:
         with open(args.csv, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -34,3 +52,32 @@ def sweep_main(description: str, default_budget_s: float, sweep: Callable[[argpa
             writer.writerows(rows)
     summarize(rows)
     return 0
+
+
+def compile_report(candidates: Candidates, arch: str) -> Rows:
+    """Each candidate called on CPU tensors with its launches recorded, not run, and every
+    kernel it launched compiled for `arch` (harness/offline_compile.py)."""
+    from harness.offline_compile import capture, check_target, compile_launch
+
+    check_target(arch)
+    rows = []
+    for name, call in candidates:
+        with capture(arch) as launches:
+            call()
+        for launch in launches:
+            for r in compile_launch(launch, arch):
+                rows.append({"candidate": name, "kernel": r.kernel, "warps": r.num_warps, "stages": r.num_stages,
+                             "registers": r.registers, "spill_store_bytes": r.spill_store_bytes,
+                             "spill_load_bytes": r.spill_load_bytes, "shared_kib": r.shared_bytes // 1024,
+                             "error": r.error})
+                print(f"{name:28} {r.kernel:24} {r.num_warps:2}w {r.num_stages}s {r.registers:4} regs  spills "
+                      f"{r.spill_store_bytes}/{r.spill_load_bytes} B  smem {r.shared_bytes // 1024:4} KiB  {r.error}",
+                      flush=True)
+    return rows
+
+
+def _summarize_resources(rows: Rows) -> None:
+    fits = sorted({r["candidate"] for r in rows} - {r["candidate"] for r in rows
+                                                    if r["error"] or r["spill_store_bytes"] or r["spill_load_bytes"]})
+    print(f"\n{len(fits)} of {len({r['candidate'] for r in rows})} candidates compile without spills within "
+          f"shared memory: {', '.join(fits) or 'none'}")

@@ -7,6 +7,7 @@ Not a technique: it registers nothing, so `registry.load_all()` importing it is 
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
@@ -17,7 +18,11 @@ from harness.needs import interpreting
 def architecture() -> str:
     """'interpreter', 'sm90' (Hopper), 'sm100' (Blackwell), 'sm80' (A100), 'sm8x' (consumer
     Ampere and Ada: about 100 KB of shared memory a block) or 'other'. Read when a kernel is
-    first launched, never at import."""
+    first launched, never at import. FLASHSUITE_ARCH names one instead (`bench kernels` sets it
+    to compile a GPU's tilings on a machine without that GPU)."""
+    named = os.environ.get("FLASHSUITE_ARCH")
+    if named:
+        return named
     if interpreting() or not torch.cuda.is_available():
         return "interpreter"
     if torch.version.hip:

@@ -49,6 +49,7 @@ class Plan:
     block_m: int = 64  # the column kernels' block of the [n1, M] view
     column_warps: int = 4
     chunk: int = 0  # rows k2 of the tile the row kernel takes at a time; 0: all n2 at once
+    num_stages: int = 3  # the row kernel's software pipelining of its chunk loop (Triton's default: 3)
 
     @property
     def rows_per_pass(self) -> int:
@@ -71,10 +72,12 @@ class Plan:
             return f"plan {self}: block_m must be a power of two from 16 to n2 * n3"
         if self.chunk and (self.chunk < 16 or self.chunk & (self.chunk - 1) or self.chunk > self.n2):
             return f"plan {self}: chunk must be 0 or a power of two from 16 to n2"
+        if not 1 <= self.num_stages <= 4:
+            return f"plan {self}: num_stages must be from 1 to 4"
         return None
 
 
-# Per FFT length: (n1, n2, n3, row-kernel warps[, chunk]). Up to FUSED_MAX_L one fused kernel; above,
+# Per FFT length: (n1, n2, n3, row-kernel warps[, chunk[, stages]]). Up to FUSED_MAX_L one fused kernel; above,
 # an outer factor of 16..128 through the column kernels. The tile's larger factor is n2 (the
 # first product contracts only half of it, the last produces only half). Untuned: a tile of
 # M floats holds M / (32 warps) registers a thread, and about eight such tiles are live.
@@ -107,8 +110,8 @@ def make_plan(length: int) -> Plan:
     reason = unsupported_reason(length, torch.float32)
     if reason:
         raise ValueError(reason)
-    n1, n2, n3, warps, *chunk = PLANS[architecture()][fft_length(length)]
-    return Plan(n1, n2, n3, num_warps=warps, chunk=chunk[0] if chunk else 0)
+    n1, n2, n3, warps, *rest = PLANS[architecture()][fft_length(length)]
+    return Plan(n1, n2, n3, num_warps=warps, **dict(zip(("chunk", "num_stages"), rest)))
 
 
 # --- the constant tables, built once in float64 and rounded -----------------------------------

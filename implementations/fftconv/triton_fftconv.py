@@ -320,7 +320,7 @@ def fftconv(u: torch.Tensor, prepared: Prepared, v: torch.Tensor | None = None,
         _row_kernel[(rows, 1)](
             u, w, v, y, y, prepared.k_f, prepared.f2, prepared.f3, prepared.inner_twiddles, batch, channels, length,
             *strides, N1=1, N2=plan.n2, N3=plan.n3, M=m, N2_IO=_half(plan.n2), CHUNK=plan.rows_per_pass, FUSED=True,
-            GATED=gated, SCALE=scale, PRECISION=precision, num_warps=plan.num_warps)
+            GATED=gated, SCALE=scale, PRECISION=precision, num_warps=plan.num_warps, num_stages=plan.num_stages)
         return y
     scratch = torch.empty(rows, 2, plan.n1, m, device=u.device, dtype=torch.float32)
     columns = (rows, m // plan.block_m)
@@ -331,7 +331,7 @@ def fftconv(u: torch.Tensor, prepared: Prepared, v: torch.Tensor | None = None,
     _row_kernel[(rows, plan.n1)](
         u, w, v, y, scratch, prepared.k_f, prepared.f2, prepared.f3, prepared.inner_twiddles, batch, channels, length,
         *strides, N1=plan.n1, N2=plan.n2, N3=plan.n3, M=m, N2_IO=plan.n2, CHUNK=plan.rows_per_pass, FUSED=False,
-        GATED=gated, SCALE=scale, PRECISION=precision, num_warps=plan.num_warps)
+        GATED=gated, SCALE=scale, PRECISION=precision, num_warps=plan.num_warps, num_stages=plan.num_stages)
     _column_inverse_kernel[columns](
         scratch, v, y, prepared.f1, prepared.outer_twiddles, batch, length, *strides[4:],
         N1=plan.n1, N1_IO=_half(plan.n1), M=m, BLOCK_M=plan.block_m, GATED=gated, SCALE=scale, PRECISION=precision,

@@ -3,10 +3,12 @@
 The evidence for PLANS in monarch.py (none yet: that table is untuned).
 
     python -m implementations.fftconv.tune [--budget-s 300] [--csv sweep.csv] [--lengths 8192,65536]
+    python -m implementations.fftconv.tune --offline sm90 [--lengths 8192]   # registers and spills, no GPU
 
 For each sequence length N (the FFT length L = 2N), every factorization L = n1 x n2 x n3 the
 kernels take (n1 = 1, fused, up to FUSED_MAX_L; n1 of 16..128 through the column kernels) at
-4, 8 and 16 warps, the row kernel taking its whole tile or 32 or 64 of its rows at a time, is checked against the float64 reference on the GPU (within twice the
+4, 8 and 16 warps, the row kernel taking its whole tile or 16, 32 or 64 of its rows at a time
+(pipelined over 1, 2 or 3 stages), is checked against the float64 reference on the GPU (within twice the
 reference's own bf16 error: a plan cannot win by being wrong) and timed with the harness's
 timer (L2 flushed, CUDA events), bf16, gated, B * C = 4096 (the headline, B = 16, C = 768, at
 N = 8192); torch.fft in float32 (the torch-fft peer) is timed beside it. The summary prints
@@ -16,6 +18,7 @@ each length's fastest plan as the PLANS entry to paste.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import math
 import sys
@@ -27,12 +30,13 @@ from harness.cases import Case
 from harness.timing import Timer, TimingPolicy
 from implementations.fftconv import monarch, peers, reference
 from implementations.fftconv import triton_fftconv as tf
-from implementations.sweep_cli import sweep_main
+from implementations.sweep_cli import Candidates, sweep_main
 
 LENGTHS = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
 FACTORS = (16, 32, 64, 128)
 WARPS = (4, 8, 16)
-CHUNKS = (0, 32, 64)  # rows k2 the row kernel takes at a time (0: the whole tile)
+CHUNKS = (0, 16, 32, 64)  # rows k2 the row kernel takes at a time (0: the whole tile)
+STAGES = (1, 2, 3)  # the chunk loop's pipelining (a whole tile has no loop to pipeline)
 
 
 def candidates(length: int) -> list[monarch.Plan]:
@@ -43,11 +47,12 @@ def candidates(length: int) -> list[monarch.Plan]:
         for n2, n3 in itertools.product(FACTORS, FACTORS):
             if n1 * n2 * n3 != fft or (n1 == 1 and fft > monarch.FUSED_MAX_L):
                 continue
-            for warps, chunk in itertools.product(WARPS, CHUNKS):
+            for warps, chunk, stages in itertools.product(WARPS, CHUNKS, STAGES):
                 rows = chunk or n2
-                if rows * n3 // (32 * warps) < 4 or (chunk and chunk >= n2):  # too many warps; no chunking
-                    continue
-                plans.append(monarch.Plan(n1, n2, n3, num_warps=warps, block_m=min(64, n2 * n3), chunk=chunk))
+                if rows * n3 // (32 * warps) < 4 or (chunk and chunk >= n2) or (not chunk and stages != 3):
+                    continue  # too many warps for the tile; no chunking; no loop to pipeline
+                plans.append(monarch.Plan(n1, n2, n3, num_warps=warps, block_m=min(64, n2 * n3), chunk=chunk,
+                                          num_stages=stages))
     return [plan for plan in plans if plan.problem() is None]
 
 
@@ -73,8 +78,7 @@ def sweep(budget_s: float, lengths: tuple[int, ...]) -> list[dict]:
         allowed = 2 * _rel(reference.fftconv(u, k, v, w), exact) + 1e-5
         shape = f"B{batch} C{channels} N{length}"
         peer = peers.build_torch_fft(Case.of(B=batch, C=channels, N=length, K=length, gated=True), u, k, v, w)
-        named = [("torch-fft", None)] + [(f"{p.n1}x{p.n2}x{p.n3} {p.num_warps}w c{p.chunk}", p)
-                                         for p in candidates(length)]
+        named = [("torch-fft", None)] + [(_name(p), p) for p in candidates(length)]
         for name, plan in named:
             if time.monotonic() > deadline:
                 return rows
@@ -85,7 +89,7 @@ def sweep(budget_s: float, lengths: tuple[int, ...]) -> list[dict]:
                 else:
                     prepared = tf.prepare(k, length, torch.bfloat16, plan)
                     run = lambda: tf.fftconv(u, prepared, v, w)  # noqa: E731
-                    row["plan"] = f"({plan.n1}, {plan.n2}, {plan.n3}, {plan.num_warps}, {plan.chunk})"
+                    row["plan"] = f"({plan.n1}, {plan.n2}, {plan.n3}, {plan.num_warps}, {plan.chunk}, {plan.num_stages})"
                 row["rel_err"] = _rel(run(), exact)
                 if not row["rel_err"] <= allowed:
                     row["note"] = f"rel err {row['rel_err']:.2e} > {allowed:.2e}"
@@ -93,14 +97,14 @@ def sweep(budget_s: float, lengths: tuple[int, ...]) -> list[dict]:
             except Exception as e:  # out of resources, a compile error: recorded, not fatal
                 row["note"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
             rows.append(row)
-            print(f"{shape:22} {name:18} {row['ms']:9.3f} ms  err {row['rel_err']:.2e} {row['note']}", flush=True)
+            print(f"{shape:22} {name:22} {row['ms']:9.3f} ms  err {row['rel_err']:.2e} {row['note']}", flush=True)
         del exact
         torch.cuda.empty_cache()
     return rows
 
 
 def summarize(rows: list[dict]) -> None:
-    print("\nfastest correct plans per shape (PLANS entry: (n1, n2, n3, warps, chunk)), and torch-fft:")
+    print("\nfastest correct plans per shape (PLANS entry: (n1, n2, n3, warps, chunk, stages)), and torch-fft:")
     key = lambda r: r["shape"]  # noqa: E731
     for shape, group in itertools.groupby(sorted(rows, key=key), key=key):
         group = list(group)
@@ -111,6 +115,23 @@ def summarize(rows: list[dict]) -> None:
               [(r["impl"], round(r["ms"], 3)) for r in ranked[1:4]])
 
 
+def _name(plan: monarch.Plan) -> str:
+    return f"{plan.n1}x{plan.n2}x{plan.n3} {plan.num_warps}w c{plan.chunk} s{plan.num_stages}"
+
+
+def offline_candidates(args: argparse.Namespace) -> Candidates:
+    """Every plan of every length as a call on CPU tensors (one row: the kernels are the same)."""
+    for length in (int(n) for n in args.lengths.split(",")):
+        u = torch.zeros(1, 1, length, dtype=torch.bfloat16)
+        k = torch.zeros(1, length, dtype=torch.bfloat16)
+        for plan in candidates(length):
+            yield f"N{length} {_name(plan)}", functools.partial(_convolve, u, k, length, plan)
+
+
+def _convolve(u: torch.Tensor, k: torch.Tensor, length: int, plan: monarch.Plan) -> torch.Tensor:
+    return tf.fftconv(u, tf.prepare(k, length, u.dtype, plan), u, u)
+
+
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lengths", default=",".join(map(str, LENGTHS)), help="sequence lengths N, comma-separated")
 
@@ -118,7 +139,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def main() -> int:
     return sweep_main(__doc__.splitlines()[0], 300.0,
                       lambda args: sweep(args.budget_s, tuple(int(n) for n in args.lengths.split(","))),
-                      summarize, _arguments)
+                      summarize, _arguments, offline_candidates)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,22 @@ def test_fft_length(N, L):
 
 
 @pytest.mark.parametrize("L", sorted(monarch.PLANS["sm90"]))
-def test_every_plan_factors_its_length(L):
-    for arch, plans in monarch.PLANS.items():
-        n1, n2, n3, warps, *chunk = plans[L]
-        plan = Plan(n1, n2, n3, warps, chunk=chunk[0] if chunk else 0)
+def test_every_plan_factors_its_length(L, monkeypatch):
+    for arch in monarch.PLANS:
+        monkeypatch.setenv("FLASHSUITE_ARCH", arch)  # make_plan reads the named architecture's table
+        plan = monarch.make_plan(L // 2)
         assert plan.length == L and plan.problem() is None, (arch, plan)
         assert plan.levels == (2 if L <= monarch.FUSED_MAX_L else 3), (arch, plan)
-        assert warps in (4, 8, 16)
+        assert plan.num_warps in (4, 8, 16)
     assert set(monarch.PLANS["sm90"]) == {1 << e for e in range(8, 22)}
+
+
+def test_a_plans_entry_may_name_its_chunk_and_stages(monkeypatch):
+    monkeypatch.setenv("FLASHSUITE_ARCH", "sm90")
+    monkeypatch.setitem(monarch.PLANS["sm90"], 16384, (1, 128, 128, 8, 32, 2))
+    assert monarch.make_plan(8192) == Plan(1, 128, 128, num_warps=8, chunk=32, num_stages=2)
+    monkeypatch.setitem(monarch.PLANS["sm90"], 16384, (1, 128, 128, 16))
+    assert monarch.make_plan(8192) == Plan(1, 128, 128, num_warps=16, chunk=0, num_stages=3)
 
 
 @pytest.mark.parametrize("N", tune.LENGTHS)
@@ -46,6 +54,7 @@ def test_bad_plans_are_refused():
     assert "chunk must be 0 or a power of two from 16 to n2" in Plan(1, 32, 16, chunk=8).problem()
     assert "chunk must be 0 or a power of two from 16 to n2" in Plan(1, 32, 16, chunk=64).problem()
     assert Plan(1, 32, 16, chunk=16).problem() is None and Plan(1, 32, 16).rows_per_pass == 32
+    assert "num_stages must be from 1 to 4" in Plan(1, 32, 16, chunk=16, num_stages=0).problem()
     with pytest.raises(ValueError, match="too short"):
         prepare(torch.zeros(1, 4), 300, torch.float32, Plan(1, 16, 16))
 
