@@ -60,7 +60,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from harness import report, results
+    from harness import results
     from harness.runner import Runner, RunOptions
 
     resume: Path | bool = Path(args.resume) if args.resume not in (None, True) else bool(args.resume)
