@@ -17,11 +17,17 @@ DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
 def unsupported_reason(cell: str, head_dim: int, dtype: torch.dtype) -> str | None:
+    """Why the fused kernel cannot run this cell, head size and dtype; None when it can."""
+    reason = _cell_or_dtype_reason(cell, dtype)
+    if reason is None and head_dim not in HEAD_DIMS:
+        reason = (f"head size {head_dim} is not supported (accepted: {', '.join(map(str, HEAD_DIMS))}: powers of two "
+                  f"from tl.dot's minimum of 16 up to what a head's recurrent block keeps on chip)")
+    return reason
+
+
+def _cell_or_dtype_reason(cell: str, dtype: torch.dtype) -> str | None:
     if cell not in CELLS:
         return f"unknown cell {cell!r} (accepted: {', '.join(CELLS)})"
-    if head_dim not in HEAD_DIMS:
-        return (f"head size {head_dim} is not supported (accepted: {', '.join(map(str, HEAD_DIMS))}: powers of two "
-                f"from tl.dot's minimum of 16 up to what a head's recurrent block keeps on chip)")
     if dtype not in DTYPES:
         return f"dtype {dtype} is not supported (accepted: bfloat16, float16, float32)"
     return None
@@ -72,11 +78,8 @@ def fused_rnn(cell: str, Wx: torch.Tensor, R: torch.Tensor, b: torch.Tensor) -> 
 
 
 def split_unsupported_reason(cell: str, head_dim: int, dtype: torch.dtype) -> str | None:
-    if cell not in CELLS:
-        return f"unknown cell {cell!r} (accepted: {', '.join(CELLS)})"
-    if dtype not in DTYPES:
-        return f"dtype {dtype} is not supported (accepted: bfloat16, float16, float32)"
-    return triton_rnn_split.unsupported_reason(head_dim)
+    """Why the split kernel cannot run this cell, head size and dtype; None when it can."""
+    return _cell_or_dtype_reason(cell, dtype) or triton_rnn_split.unsupported_reason(head_dim)
 
 
 def split_rnn(cell: str, Wx: torch.Tensor, R: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
