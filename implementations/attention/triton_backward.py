@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from implementations.attention.triton_common import prune_for_shared_memory, tiling
+from implementations.attention.triton_common import prune_configs, tiling
 from implementations.triton_support import architecture, dot_precision, tma_compatible, use_descriptor_scratch
 from implementations.attention.triton_forward import LOG2E
 
@@ -193,7 +193,7 @@ def _attention_dq(Q, K, V, DO, LSE, DELTA, DQ, qk_scale, sm_scale,
 def _tuned(kernel, arch: str):
     configs = (DKDV_CONFIGS if kernel is _attention_dkdv else DQ_CONFIGS)[arch]
     return triton.autotune(configs, key=["N_CTX", "HEAD_DIM", "CAUSAL", "GROUP"],
-                           prune_configs_by={"early_config_prune": prune_for_shared_memory})(kernel)
+                           prune_configs_by={"early_config_prune": prune_configs})(kernel)
 
 
 def backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from implementations.attention.triton_common import prune_for_shared_memory, tiling
+from implementations.attention.triton_common import prune_configs, tiling
 from implementations.triton_support import architecture, dot_precision, use_descriptor_scratch
 
 LOG2E = 1.4426950408889634
@@ -149,4 +149,4 @@ def _tuned_forward(arch: str):
     """The kernel autotuned over this architecture's candidates (tuned once per shape key,
     during the harness's warm-up, never inside a timed region)."""
     return triton.autotune(FORWARD_CONFIGS[arch], key=["N_CTX", "HEAD_DIM", "CAUSAL"],
-                           prune_configs_by={"early_config_prune": prune_for_shared_memory})(_attention_forward)
+                           prune_configs_by={"early_config_prune": prune_configs})(_attention_forward)
