@@ -38,7 +38,7 @@ def suite_kernels(suite_name: str, tier: str, arch: str, impls: Iterable[str] = 
     registry.load_all()
     suite = suites.load(suite_name, tier)
     seen: set[tuple] = set()
-    for planned in plan(suite, impls, dtypes, cases):
+    for planned in plan(suite, impls, dtypes, cases, here=False):  # compiled for another machine
         unit = planned.unit
         tech = registry.technique(unit.technique)
         for impl in registry.implementations(unit.technique):

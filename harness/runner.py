@@ -55,10 +55,10 @@ def device_for(suite: Suite) -> torch.device:
 
 
 def plan(suite: Suite, impls: Iterable[str] = (), dtypes: Iterable[str] = (),
-         cases: Iterable[str] = ()) -> list[PlannedUnit]:
+         cases: Iterable[str] = (), here: bool = True) -> list[PlannedUnit]:
     """Expand the suite against the registry, applying the --impl, --dtype and --case
     filters; refuse a filter that names nothing, or an explicitly named implementation that
-    cannot run here or at any of the suite's cases."""
+    cannot run at any of the suite's cases, or (with `here`) on this machine."""
     try:
         wanted_dtypes = {registry.parse_dtype(d) for d in dtypes} if dtypes else None
     except ValueError as e:
@@ -75,7 +75,7 @@ def plan(suite: Suite, impls: Iterable[str] = (), dtypes: Iterable[str] = (),
     if unknown:
         raise UsageError(f"unknown implementation {unknown[0]!r} for suite {suite.name!r} "
                          f"(available: {', '.join(sorted(known))})")
-    for name in impls:
+    for name in impls if here else ():
         reason = next(filter(None, (table[name].missing_needs() for table in by_technique.values() if name in table)), None)
         if reason:
             raise UsageError(f"implementation {name!r} cannot run here: it {reason}")

@@ -42,7 +42,7 @@ def _child(*argv: str) -> subprocess.CompletedProcess:
 def kernels_lines(tmp_path_factory) -> list[str]:
     suite = tmp_path_factory.mktemp("suite") / "affine.toml"
     suite.write_text(SUITE)
-    done = _child("-m", "harness.cli", "kernels", str(suite), "--target", "sm90")
+    done = _child("-m", "harness.cli", "kernels", str(suite), "--target", "sm90", "--impl", "triton,triton-one-warp")
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.splitlines()
 
