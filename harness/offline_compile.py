@@ -90,7 +90,12 @@ def capture(arch: str) -> Iterator[list[Launch]]:
         launches.append(Launch(self, args, kwargs))
 
     def record_autotuned(self: Autotuner, *args: Any, grid: Any = None, warmup: bool = False, **kwargs: Any) -> None:
-        launches.append(Launch(self.fn, args, kwargs, tuple(self.configs)))
+        self.nargs = dict(zip(self.arg_names, args))  # what the autotuner's own pruning reads
+        try:
+            configs = self.prune_configs(kwargs)  # the configs it would compile for these arguments
+        finally:
+            self.nargs = None
+        launches.append(Launch(self.fn, args, kwargs, tuple(configs)))
 
     saved = JITFunction.run, Autotuner.run, os.environ.get(ARCH_VARIABLE)
     JITFunction.run, Autotuner.run = record_jit, record_autotuned

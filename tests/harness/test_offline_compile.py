@@ -29,6 +29,14 @@ dtypes = ["float32"]
 [group.grid]
 R = [8, 64]
 C = [128]
+
+[[group]]
+technique = "affine"
+tiers = ["quick"]
+dtypes = ["float32"]
+[group.grid]
+R = [8]
+C = [256]
 """
 
 
@@ -51,15 +59,16 @@ def _fields(line: str) -> dict[str, str]:
     return dict(part.split(": ", 1) for part in line.split("  ") if ": " in part)
 
 
-def test_each_autotuning_config_is_compiled_once_over_the_cases(kernels_lines):
+def test_each_autotuning_config_left_by_its_pruning_hook_is_compiled_once(kernels_lines):
     rows = [_fields(line) for line in kernels_lines if "kernel: _affine_rows" in line]
-    assert sorted((r["warps"], r["constants"]) for r in rows) == [("4", "C=128 BLOCK_R=1"), ("8", "C=128 BLOCK_R=2")]
+    assert sorted((r["warps"], r["constants"]) for r in rows) == [
+        ("4", "C=128 BLOCK_R=1"), ("8", "C=128 BLOCK_R=2"), ("8", "C=256 BLOCK_R=2")]  # C=256 pruned to 8 warps
     assert all(r["spill st/ld B"] == "0/0" and 0 < int(r["registers"]) <= 255 for r in rows)
 
 
 def test_a_kernel_that_spills_is_flagged_and_one_that_fits_is_not(kernels_lines):
     rows = {_fields(line)["constants"]: _fields(line) for line in kernels_lines if "kernel: _affine_whole" in line}
-    assert set(rows) == {"R=8 C=128", "R=64 C=128"}
+    assert set(rows) == {"R=8 C=128", "R=64 C=128", "R=8 C=256"}
     assert rows["R=8 C=128"]["spill st/ld B"] == "0/0"
     stores, loads = map(int, rows["R=64 C=128"]["spill st/ld B"].split("/"))
     assert stores > 0 and loads > 0 and rows["R=64 C=128"]["registers"] == "255"  # 8192 floats in 32 threads

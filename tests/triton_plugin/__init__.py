@@ -32,8 +32,13 @@ register_technique(Technique(
     min_bytes=lambda case, dtype, direction: 8.0 * case["R"] * case["C"], directions=("fwd",)))
 
 
+def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    """A hook that reads the arguments, as real ones do: C above 128 drops the 4-warp config."""
+    return [c for c in configs if c.num_warps == 8] if {**named_args, **kwargs}["C"] > 128 else configs
+
+
 @triton.autotune(configs=[triton.Config({"BLOCK_R": 1}, num_warps=4), triton.Config({"BLOCK_R": 2}, num_warps=8)],
-                 key=["C"])
+                 key=["C"], prune_configs_by={"early_config_prune": _prune})
 @triton.jit
 def _affine_rows(X, Y, C: tl.constexpr, BLOCK_R: tl.constexpr):
     offsets = (tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R))[:, None] * C + tl.arange(0, C)[None, :]
