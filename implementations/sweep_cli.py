@@ -21,7 +21,8 @@ Candidates = Iterable[tuple[str, Callable[[], object]]]  # (name, a call of the 
 def sweep_main(description: str, default_budget_s: float, sweep: Callable[[argparse.Namespace], Rows],
                summarize: Callable[[Rows], None],
                add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-               offline: Callable[[argparse.Namespace], Candidates] | None = None) -> int:
+               offline: Callable[[argparse.Namespace], Candidates] | None = None,
+               summarize_offline: Callable[[Rows], None] | None = None) -> int:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--budget-s", type=float, default=default_budget_s, help="stop the sweep after this long")
     parser.add_argument("--csv", default=None, help="also write every row to this CSV file")
@@ -39,7 +40,7 @@ def sweep_main(description: str, default_budget_s: float, sweep: Callable[[argpa
         except UsageError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        summarize = _summarize_resources
+        summarize = summarize_offline or _summarize_resources
     elif not torch.cuda.is_available():
         print("error: the sweep needs a CUDA GPU (or --offline ARCH, where the sweep offers it)", file=sys.stderr)
         return 2

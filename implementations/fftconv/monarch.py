@@ -35,6 +35,9 @@ DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 MIN_L = 256  # 16 x 16: tl.dot's minimum of 16 on both factors
 MAX_L = 1 << 21  # 128 x 128 x 128
 MAX_N = MAX_L // 2
+FP32_MAX_TILE = 2048  # elements of a float32 tile (n2 x n3): its FMA dots spill above (FP32_PLANS)
+FP32_MAX_L = 128 * FP32_MAX_TILE
+FP32_MAX_N = FP32_MAX_L // 2
 
 
 @dataclass(frozen=True)
@@ -79,15 +82,32 @@ class Plan:
 
 # Per FFT length: (n1, n2, n3, row-kernel warps[, chunk[, stages]]). Up to FUSED_MAX_L one fused kernel; above,
 # an outer factor of 16..128 through the column kernels. The tile's larger factor is n2 (the
-# first product contracts only half of it, the last produces only half). Untuned: a tile of
-# M floats holds M / (32 warps) registers a thread, and about eight such tiles are live.
+# first product contracts only half of it, the last produces only half). Not timed yet: a tile
+# of M floats holds M / (32 warps) registers a thread, and about eight such tiles are live.
+# 16384 (N = 8192) by the offline compile (`python -m implementations.fftconv.tune --offline
+# sm90`): its whole 128 x 128 tile at 16 warps spilled 5.7 KB a thread (18.5 ms on the H100,
+# 0.22x torch.fft); 32 rows a pass at 8 warps compiles with none, in 200 KiB of shared memory.
 _SM90 = {
     256: (1, 16, 16, 4), 512: (1, 32, 16, 4), 1024: (1, 32, 32, 4), 2048: (1, 64, 32, 4),
-    4096: (1, 64, 64, 8), 8192: (1, 128, 64, 8), 16384: (1, 128, 128, 16),
+    4096: (1, 64, 64, 8), 8192: (1, 128, 64, 8), 16384: (1, 128, 128, 8, 32, 2),
     1 << 15: (16, 64, 32, 4), 1 << 16: (16, 64, 64, 8), 1 << 17: (16, 128, 64, 8), 1 << 18: (16, 128, 128, 16),
     1 << 19: (32, 128, 128, 16), 1 << 20: (64, 128, 128, 16), 1 << 21: (128, 128, 128, 16),
 }
 PLANS = {"interpreter": _SM90, "sm90": _SM90, "sm100": _SM90, "sm80": _SM90, "sm8x": _SM90, "other": _SM90}
+
+# float32 inputs run true float32 dots, which Triton lowers to FMA loops, not tensor cores: a
+# tile takes several times the registers and shared memory of a 16-bit one. By the offline
+# compile (`python -m implementations.fftconv.tune --offline sm90 --dtype float32`): no 128 x 128
+# float32 tile fits an H100 (248-448 KiB of shared memory), a 64 x 64 one spills 25 KB a thread,
+# so float32 keeps to tiles of at most FP32_MAX_TILE elements, fused to N = 1024 and in three
+# passes above. Per length, the plan spilling least (none to N = 2048; 28-208 B a kernel to
+# N = 16384; 0.4 KB at 32768, 3.4 KB at 65536, 41 KB at 131072: slow there, but they launch).
+_SM90_FP32 = {
+    256: (1, 16, 16, 4), 512: (1, 16, 32, 4), 1024: (1, 32, 32, 4), 2048: (1, 64, 32, 8),
+    4096: (16, 16, 16, 4), 8192: (16, 16, 32, 4), 16384: (32, 16, 32, 4), 1 << 15: (64, 16, 32, 4),
+    1 << 16: (64, 32, 32, 8), 1 << 17: (64, 32, 64, 16), 1 << 18: (128, 32, 64, 16),
+}
+FP32_PLANS = {arch: _SM90_FP32 for arch in PLANS}
 FUSED_MAX_L = 16384
 
 
@@ -102,15 +122,21 @@ def unsupported_reason(length: int, dtype: torch.dtype) -> str | None:
     if length > MAX_N:
         return (f"N={length} is longer than the Monarch kernels' {MAX_N}: the FFT length 2N is at most "
                 f"{MAX_L} = 128 x 128 x 128")
+    if dtype == torch.float32 and length > FP32_MAX_N:
+        return (f"N={length} is longer than the float32 kernels' {FP32_MAX_N} (16-bit inputs go to {MAX_N}): "
+                f"float32 dots run as FMA loops, whose tiles spill past {FP32_MAX_TILE} elements, so 2N is at most "
+                f"{FP32_MAX_L} = 128 x {FP32_MAX_TILE}")
     return None
 
 
-def make_plan(length: int) -> Plan:
-    """The plan for sequences of `length` on this architecture (read at launch, not import)."""
-    reason = unsupported_reason(length, torch.float32)
+def make_plan(length: int, dtype: torch.dtype = torch.bfloat16) -> Plan:
+    """The plan for sequences of `length` and inputs of `dtype` on this architecture (read at
+    launch, not import): float32 inputs have their own table (FP32_PLANS)."""
+    reason = unsupported_reason(length, dtype)
     if reason:
         raise ValueError(reason)
-    n1, n2, n3, warps, *rest = PLANS[architecture()][fft_length(length)]
+    tables = FP32_PLANS if dtype == torch.float32 else PLANS
+    n1, n2, n3, warps, *rest = tables[architecture()][fft_length(length)]
     return Plan(n1, n2, n3, num_warps=warps, **dict(zip(("chunk", "num_stages"), rest)))
 
 

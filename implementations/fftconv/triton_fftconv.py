@@ -265,7 +265,7 @@ def prepare(k: torch.Tensor, length: int, dtype: torch.dtype, plan: Plan | None 
     reason = unsupported_reason(length, dtype)
     if reason:
         raise ValueError(reason)
-    plan = plan or make_plan(length)
+    plan = plan or make_plan(length, dtype)
     problem = plan.problem()
     if problem:
         raise ValueError(problem)

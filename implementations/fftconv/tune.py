@@ -37,10 +37,13 @@ FACTORS = (16, 32, 64, 128)
 WARPS = (4, 8, 16)
 CHUNKS = (0, 16, 32, 64)  # rows k2 the row kernel takes at a time (0: the whole tile)
 STAGES = (1, 2, 3)  # the chunk loop's pipelining (a whole tile has no loop to pipeline)
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def candidates(length: int) -> list[monarch.Plan]:
-    """Every plan for sequences of `length`: fused ones while L allows, three-pass ones always."""
+def candidates(length: int, dtype: torch.dtype = torch.bfloat16) -> list[monarch.Plan]:
+    """Every plan for sequences of `length`: fused ones while L allows, three-pass ones always.
+    float32's FMA dots cannot hold a tile above monarch.FP32_MAX_TILE elements (nor compile one
+    quickly), so its candidates stop there, whole tiles only."""
     fft = monarch.fft_length(length)
     plans = []
     for n1 in (1,) + FACTORS:
@@ -49,17 +52,20 @@ def candidates(length: int) -> list[monarch.Plan]:
                 continue
             for warps, chunk, stages in itertools.product(WARPS, CHUNKS, STAGES):
                 rows = chunk or n2
-                if rows * n3 // (32 * warps) < 4 or (chunk and chunk >= n2) or (not chunk and stages != 3):
+                per_thread = 2 if dtype == torch.float32 else 4  # float32's tiles are small by necessity
+                if rows * n3 // (32 * warps) < per_thread or (chunk and chunk >= n2) or (not chunk and stages != 3):
                     continue  # too many warps for the tile; no chunking; no loop to pipeline
+                if dtype == torch.float32 and (n2 * n3 > monarch.FP32_MAX_TILE or chunk):
+                    continue
                 plans.append(monarch.Plan(n1, n2, n3, num_warps=warps, block_m=min(64, n2 * n3), chunk=chunk,
                                           num_stages=stages))
     return [plan for plan in plans if plan.problem() is None]
 
 
-def _inputs(batch: int, channels: int, length: int):
+def _inputs(batch: int, channels: int, length: int, dtype: torch.dtype):
     gen = torch.Generator(device="cuda").manual_seed(0)
-    u, v, w = (torch.randn(batch, channels, length, device="cuda", generator=gen).bfloat16() for _ in range(3))
-    k = (torch.randn(channels, length, device="cuda", generator=gen) / math.sqrt(length)).bfloat16()
+    u, v, w = (torch.randn(batch, channels, length, device="cuda", generator=gen).to(dtype) for _ in range(3))
+    k = (torch.randn(channels, length, device="cuda", generator=gen) / math.sqrt(length)).to(dtype)
     return u, k, v, w
 
 
@@ -67,18 +73,18 @@ def _rel(out: torch.Tensor, exact: torch.Tensor) -> float:
     return ((out.double() - exact).norm() / exact.norm()).item()
 
 
-def sweep(budget_s: float, lengths: tuple[int, ...]) -> list[dict]:
+def sweep(budget_s: float, lengths: tuple[int, ...], dtype: torch.dtype) -> list[dict]:
     timer = Timer(torch.device("cuda"), TimingPolicy(min_samples=10, min_seconds=0.1, max_seconds=0.5))
     deadline = time.monotonic() + budget_s
     rows = []
     for length in lengths:
         batch, channels = (16, 768) if length == 8192 else (8, 512)
-        u, k, v, w = _inputs(batch, channels, length)
+        u, k, v, w = _inputs(batch, channels, length, dtype)
         exact = reference.fftconv(u.double(), k.double(), v.double(), w.double())
         allowed = 2 * _rel(reference.fftconv(u, k, v, w), exact) + 1e-5
         shape = f"B{batch} C{channels} N{length}"
         peer = peers.build_torch_fft(Case.of(B=batch, C=channels, N=length, K=length, gated=True), u, k, v, w)
-        named = [("torch-fft", None)] + [(_name(p), p) for p in candidates(length)]
+        named = [("torch-fft", None)] + [(_name(p), p) for p in candidates(length, dtype)]
         for name, plan in named:
             if time.monotonic() > deadline:
                 return rows
@@ -87,7 +93,7 @@ def sweep(budget_s: float, lengths: tuple[int, ...]) -> list[dict]:
                 if plan is None:
                     run = peer
                 else:
-                    prepared = tf.prepare(k, length, torch.bfloat16, plan)
+                    prepared = tf.prepare(k, length, dtype, plan)
                     run = lambda: tf.fftconv(u, prepared, v, w)  # noqa: E731
                     row["plan"] = f"({plan.n1}, {plan.n2}, {plan.n3}, {plan.num_warps}, {plan.chunk}, {plan.num_stages})"
                 row["rel_err"] = _rel(run(), exact)
@@ -115,16 +121,47 @@ def summarize(rows: list[dict]) -> None:
               [(r["impl"], round(r["ms"], 3)) for r in ranked[1:4]])
 
 
+def summarize_offline(rows: list[dict]) -> None:
+    """Per length, the plan whose kernels all compile without spills within shared memory,
+    with the fewest passes, then the largest tile a pass, then the fewest warps: the entry to
+    paste where no GPU timing exists yet."""
+    by_candidate: dict[str, list[dict]] = {}
+    for row in rows:
+        by_candidate.setdefault(row["candidate"], []).append(row)
+    fitting = [name for name, kernels in by_candidate.items()
+               if not any(k["error"] or k["spill_store_bytes"] or k["spill_load_bytes"] for k in kernels)]
+    print(f"\n{len(fitting)} of {len(by_candidate)} candidates compile without spills within shared memory; "
+          "per length, the fewest passes, then the largest tile a pass, then the fewest warps "
+          "(PLANS entry: (n1, n2, n3, warps, chunk, stages)):")
+    best: dict[str, tuple] = {}
+    for name in fitting:
+        length, plan = _parse(name)
+        rank = (plan.levels, -(plan.rows_per_pass * plan.n3), plan.num_warps, plan.num_stages)
+        if length not in best or rank < best[length][0]:
+            best[length] = (rank, plan)
+    for length, (_, p) in sorted(best.items(), key=lambda item: int(item[0][1:])):
+        print(f"{length:8} ({p.n1}, {p.n2}, {p.n3}, {p.num_warps}, {p.chunk}, {p.num_stages})")
+
+
+def _parse(name: str) -> tuple[str, monarch.Plan]:
+    """'N8192 1x128x128 8w c32 s2' -> ('N8192', the plan)."""
+    length, factors, warps, chunk, stages = name.split()
+    n1, n2, n3 = map(int, factors.split("x"))
+    return length, monarch.Plan(n1, n2, n3, num_warps=int(warps[:-1]), block_m=min(64, n2 * n3),
+                                chunk=int(chunk[1:]), num_stages=int(stages[1:]))
+
+
 def _name(plan: monarch.Plan) -> str:
     return f"{plan.n1}x{plan.n2}x{plan.n3} {plan.num_warps}w c{plan.chunk} s{plan.num_stages}"
 
 
 def offline_candidates(args: argparse.Namespace) -> Candidates:
     """Every plan of every length as a call on CPU tensors (one row: the kernels are the same)."""
+    dtype = DTYPES[args.dtype]
     for length in (int(n) for n in args.lengths.split(",")):
-        u = torch.zeros(1, 1, length, dtype=torch.bfloat16)
-        k = torch.zeros(1, length, dtype=torch.bfloat16)
-        for plan in candidates(length):
+        u = torch.zeros(1, 1, length, dtype=dtype)
+        k = torch.zeros(1, length, dtype=dtype)
+        for plan in candidates(length, dtype):
             yield f"N{length} {_name(plan)}", functools.partial(_convolve, u, k, length, plan)
 
 
@@ -134,12 +171,14 @@ def _convolve(u: torch.Tensor, k: torch.Tensor, length: int, plan: monarch.Plan)
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lengths", default=",".join(map(str, LENGTHS)), help="sequence lengths N, comma-separated")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16",
+                        help="the inputs' dtype (float32 has its own plans: FP32_PLANS)")
 
 
 def main() -> int:
     return sweep_main(__doc__.splitlines()[0], 300.0,
-                      lambda args: sweep(args.budget_s, tuple(int(n) for n in args.lengths.split(","))),
-                      summarize, _arguments, offline_candidates)
+                      lambda args: sweep(args.budget_s, tuple(int(n) for n in args.lengths.split(",")), DTYPES[args.dtype]),
+                      summarize, _arguments, offline_candidates, summarize_offline)
 
 
 if __name__ == "__main__":

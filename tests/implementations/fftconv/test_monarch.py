@@ -19,15 +19,22 @@ def test_fft_length(N, L):
     assert monarch.fft_length(N) == L
 
 
-@pytest.mark.parametrize("L", sorted(monarch.PLANS["sm90"]))
-def test_every_plan_factors_its_length(L, monkeypatch):
+@pytest.mark.parametrize("L, dtype", [(L, torch.bfloat16) for L in sorted(monarch.PLANS["sm90"])] +
+                         [(L, torch.float32) for L in sorted(monarch.FP32_PLANS["sm90"])])
+def test_every_plan_factors_its_length(L, dtype, monkeypatch):
     for arch in monarch.PLANS:
         monkeypatch.setenv("FLASHSUITE_ARCH", arch)  # make_plan reads the named architecture's table
-        plan = monarch.make_plan(L // 2)
+        plan = monarch.make_plan(L // 2, dtype)
         assert plan.length == L and plan.problem() is None, (arch, plan)
-        assert plan.levels == (2 if L <= monarch.FUSED_MAX_L else 3), (arch, plan)
+        assert plan.levels == 3 or L <= monarch.FUSED_MAX_L, (arch, plan)  # one kernel holds at most FUSED_MAX_L
+        if dtype != torch.float32:  # 16-bit: fused wherever one kernel can hold L; float32 may take passes sooner
+            assert plan.levels == (2 if L <= monarch.FUSED_MAX_L else 3), (arch, plan)
         assert plan.num_warps in (4, 8, 16)
     assert set(monarch.PLANS["sm90"]) == {1 << e for e in range(8, 22)}
+    assert set(monarch.FP32_PLANS["sm90"]) == {1 << e for e in range(8, 19)}  # to FP32_MAX_L
+    assert set(monarch.FP32_PLANS) == set(monarch.PLANS)
+    if dtype == torch.float32:
+        assert plan.n2 * plan.n3 <= monarch.FP32_MAX_TILE
 
 
 def test_a_plans_entry_may_name_its_chunk_and_stages(monkeypatch):
@@ -39,12 +46,22 @@ def test_a_plans_entry_may_name_its_chunk_and_stages(monkeypatch):
 
 
 @pytest.mark.parametrize("N", tune.LENGTHS)
-def test_tuning_candidates_are_valid_plans(N):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_tuning_candidates_are_valid_plans(N, dtype):
     """implementations/fftconv/tune.py sweeps only plans the launcher takes, the default among them."""
-    plans = tune.candidates(N)
+    plans = tune.candidates(N, dtype)
     assert plans and all(p.problem() is None and p.length == monarch.fft_length(N) for p in plans)
-    default = monarch.make_plan(N)
-    assert any((p.n1, p.n2, p.n3, p.num_warps) == (default.n1, default.n2, default.n3, default.num_warps) for p in plans)
+    default = monarch.make_plan(N, dtype)
+    assert any((p.n1, p.n2, p.n3, p.num_warps, p.chunk, p.num_stages) ==
+               (default.n1, default.n2, default.n3, default.num_warps, default.chunk, default.num_stages) for p in plans)
+
+
+def test_float32_inputs_take_their_own_table(monkeypatch):
+    monkeypatch.setenv("FLASHSUITE_ARCH", "sm90")
+    monkeypatch.setitem(monarch.FP32_PLANS["sm90"], 16384, (16, 32, 32, 8))
+    assert monarch.make_plan(8192, torch.float32) == Plan(16, 32, 32, num_warps=8)
+    assert monarch.make_plan(8192, torch.bfloat16) != monarch.make_plan(8192, torch.float32)
+    assert monarch.make_plan(8192) == monarch.make_plan(8192, torch.float16) == monarch.make_plan(8192, torch.bfloat16)
 
 
 def test_bad_plans_are_refused():
@@ -68,6 +85,10 @@ def test_unsupported_lengths_give_a_one_line_reason(N):
     with pytest.raises(ValueError, match=f"N={N}"):
         prepare(torch.zeros(1, 4), N, torch.bfloat16)
     assert monarch.unsupported_reason(monarch.MAX_N, torch.bfloat16) is None
+    assert monarch.unsupported_reason(monarch.FP32_MAX_N, torch.float32) is None
+    reason = monarch.unsupported_reason(monarch.FP32_MAX_N + 1, torch.float32)
+    assert reason and "\n" not in reason and f"float32 kernels' {monarch.FP32_MAX_N}" in reason
+    assert monarch.unsupported_reason(monarch.FP32_MAX_N + 1, torch.bfloat16) is None
     assert monarch.unsupported_reason(8, torch.float64) == \
         "dtype torch.float64 is not supported (accepted: bfloat16, float16, float32)"
 

@@ -70,26 +70,36 @@ def test_within_rule(seed, case):
 
 @pytest.mark.parametrize("N,dtype,gated", [
     (1, torch.float32, True), (128, torch.bfloat16, False),        # the smallest FFT, 256 = 16 x 16
-    (8192, torch.bfloat16, True), (8192, torch.float32, False),    # the largest fused, 16K = 128 x 128
+    (8192, torch.bfloat16, True), (8192, torch.float32, False),    # the largest fused in 16 bits, 16K = 128 x 128
     (8193, torch.float16, True),                                   # the smallest in three passes, 32K = 16 x 64 x 32
 ], ids=["N1", "N128", "N8192-bf16", "N8192-fp32", "N8193"])
 def test_ends_of_the_default_ranges(seed, N, dtype, gated):
     conv = make_conv(seed, 1, 1, N, N, gated, dtype)
-    plan = monarch.make_plan(N)
-    assert plan.levels == (2 if N <= 8192 else 3)
+    plan = monarch.make_plan(N, dtype)
+    if dtype != torch.float32:  # float32's own table takes three passes sooner (FP32_PLANS)
+        assert plan.levels == (2 if N <= 8192 else 3)
     assert_rule(monarch_fftconv(*conv.args), conv, f"{describe(conv)}, plan {plan}; {reproduce(seed)}")
 
 
-@pytest.mark.parametrize("dtype,K", [(torch.bfloat16, None), (torch.float32, 64)], ids=["bf16-K=N", "fp32-K64"])
-def test_the_longest_sequence(seed, dtype, K):
-    """N = 2^20, the kernels' limit: L = 2^21 = 128 x 128 x 128 (the default plan, with wider
-    column blocks so the interpreter launches fewer programs)."""
+def test_the_longest_sequence(seed):
+    """N = 2^20, the 16-bit kernels' limit: L = 2^21 = 128 x 128 x 128 (the default plan, with
+    wider column blocks so the interpreter launches fewer programs)."""
     N = monarch.MAX_N
-    conv = make_conv(seed, 1, 1, N, K or N, True, dtype)
+    conv = make_conv(seed, 1, 1, N, N, True, torch.bfloat16)
     plan = monarch.make_plan(N)
     assert (plan.n1, plan.n2, plan.n3) == (128, 128, 128)
     out = monarch_fftconv(*conv.args, plan=Plan(128, 128, 128, block_m=4096))
     assert_rule(out, conv, f"{describe(conv)}; {reproduce(seed)}")
+
+
+def test_the_longest_float32_sequence(seed):
+    """N = 2^17, the float32 kernels' limit (L = 128 x 2048), on the float32 table's own plan."""
+    N = monarch.FP32_MAX_N
+    conv = make_conv(seed, 1, 1, N, 64, True, torch.float32)
+    plan = monarch.make_plan(N, torch.float32)
+    assert plan.n1 == 128 and plan.n2 * plan.n3 == monarch.FP32_MAX_TILE
+    out = monarch_fftconv(*conv.args, plan=replace(plan, block_m=plan.n2 * plan.n3))
+    assert_rule(out, conv, f"{describe(conv)}, plan {plan}; {reproduce(seed)}")
 
 
 CHUNKED = {  # the row kernel taking CHUNK rows k2 of its tile at a time
