@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from harness import offline_compile
 from harness.errors import UsageError
+from tests.child_process import run_compiling
 
-ROOT = Path(__file__).resolve().parents[2]
 SUITE = """
 description = "y = 2x + 1, compiled"
 seeds = 1
@@ -41,9 +39,7 @@ C = [256]
 
 
 def _child(*argv: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.update(FLASHSUITE_PLUGINS="tests.triton_plugin", PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
-    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    return run_compiling(*argv, FLASHSUITE_PLUGINS="tests.triton_plugin")
 
 
 @pytest.fixture(scope="module")
