@@ -308,6 +308,13 @@ def _rule_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", help="also write every case's verdict as JSON")
 
 
+def _selection_options(p: argparse.ArgumentParser) -> None:
+    """--impl, --dtype and --case: which of a suite's rows a command takes."""
+    p.add_argument("--impl", action="append", help="only these implementations (comma-separated or repeated)")
+    p.add_argument("--dtype", action="append", help="only these dtypes (bfloat16, float16, float32)")
+    p.add_argument("--case", action="append", help="only cases with these parameters, KEY=VALUE (e.g. D=64,causal=true)")
+
+
 def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
 
@@ -328,9 +335,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a suite and write a result table")
     p.add_argument("suite", help="a suite name (suites/<name>.toml) or a path to a suite file")
     p.add_argument("--tier", choices=["quick", "full"], default=None, help="quick (default) or full")
-    p.add_argument("--impl", action="append", help="only these implementations (comma-separated or repeated)")
-    p.add_argument("--dtype", action="append", help="only these dtypes (bfloat16, float16, float32)")
-    p.add_argument("--case", action="append", help="only cases with these parameters, KEY=VALUE (e.g. D=64,causal=true)")
+    _selection_options(p)
     p.add_argument("--resume", nargs="?", const=True, default=None,
                    help="continue the newest unfinished run of this suite (or the given .jsonl log)")
     p.add_argument("--results", default="results", help="results folder (default: results)")
@@ -380,9 +385,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("suite", help="a suite name (suites/<name>.toml) or a path to a suite file")
     p.add_argument("--tier", choices=["quick", "full"], default="quick", help="quick (default) or full")
     p.add_argument("--target", default="sm90", help="the architecture to compile for: sm90 (default), sm100, sm80, sm8x")
-    p.add_argument("--impl", action="append", help="only these implementations (comma-separated or repeated)")
-    p.add_argument("--dtype", action="append", help="only these dtypes (bfloat16, float16, float32)")
-    p.add_argument("--case", action="append", help="only cases with these parameters, KEY=VALUE (e.g. D=64,causal=true)")
+    _selection_options(p)
     p.set_defaults(command=cmd_kernels)
 
     p = sub.add_parser("promote", help="make a run the baseline: copy it under results/ and name it in BASELINE")

@@ -16,7 +16,9 @@ from typing import Iterable, Iterator
 import torch
 
 from harness import registry, suites
-from harness.offline_compile import Resources, capture, check_target, compile_launch
+from harness.errors import UsageError
+from harness.measure import as_tuple, fresh_leaves
+from harness.offline_compile import Resources, check_target, compile_call, one_line_error
 from harness.runner import plan
 
 
@@ -48,27 +50,25 @@ def suite_kernels(suite_name: str, tier: str, arch: str, impls: Iterable[str] = 
                 continue
             where = (unit.technique, impl.name, unit.case.id, registry.dtype_name(unit.dtype), unit.direction)
             try:
-                with capture(arch) as launches:
-                    _call(tech, impl, unit)
+                compiled = compile_call(lambda: _call(tech, impl, unit), arch)
+            except UsageError:  # a Triton whose internals it does not know: the whole report stops
+                raise
             except Exception as e:  # noqa: BLE001 - one case's failure is a row, not the end
-                yield KernelRow(*where, Resources("(launcher)", error=f"{type(e).__name__}: {e}"[:200]))
+                yield KernelRow(*where, Resources("(launcher)", error=one_line_error(e)))
                 continue
-            for launch in launches:
-                for resources in compile_launch(launch, arch):
-                    key = (unit.technique, impl.name, resources.kernel, tuple(sorted(resources.constants.items())),
-                           resources.num_warps, resources.num_stages)
-                    if key not in seen:
-                        seen.add(key)
-                        yield KernelRow(*where, resources)
+            for resources in compiled:
+                key = (unit.technique, impl.name, resources.kernel, tuple(sorted(resources.constants.items())),
+                       resources.num_warps, resources.num_stages)
+                if key not in seen:
+                    seen.add(key)
+                    yield KernelRow(*where, resources)
 
 
 def _call(tech: registry.Technique, impl: registry.Implementation, unit: suites.Unit) -> None:
+    """The implementation built and called once on CPU inputs, backward too for fwd+bwd."""
     inputs = tech.make_inputs(unit.case, unit.dtype, torch.device("cpu"), 0)
     backward = unit.direction == "fwd+bwd"
-    tensors = {name: t.detach().requires_grad_(backward and name in inputs.differentiable)
-               for name, t in inputs.tensors.items()}
     with torch.set_grad_enabled(backward):
-        out = impl.build(unit.case, **tensors)()
+        outputs = as_tuple(impl.build(unit.case, **fresh_leaves(inputs, backward))())
         if backward:
-            outputs = out if isinstance(out, tuple) else (out,)
             torch.autograd.backward(outputs, [torch.ones_like(o) for o in outputs])

@@ -198,7 +198,7 @@ class Measurer:
     def _step(self, impl: Implementation, unit: Unit, inputs: Inputs, seed: int) -> tuple[Callable[[], object], Callable[[], None]]:
         """The closure to time, and the per-sample setup (outside the timing)."""
         backward = unit.direction == "fwd+bwd"
-        tensors = _leaves(inputs, backward)
+        tensors = fresh_leaves(inputs, backward)
         if not backward:
             with torch.no_grad():
                 closure = impl.build(unit.case, **tensors)
@@ -209,13 +209,13 @@ class Measurer:
 
             return forward, lambda: None
         closure = impl.build(unit.case, **tensors)
-        outputs = _as_tuple(closure())
+        outputs = as_tuple(closure())
         grads = self._grad_outputs(outputs, unit, seed)
         leaves = [tensors[name] for name in inputs.differentiable]
         del outputs
 
         def forward_backward() -> object:
-            outs = _as_tuple(closure())
+            outs = as_tuple(closure())
             torch.autograd.backward(outs, grads)
             return outs
 
@@ -228,11 +228,11 @@ class Measurer:
     def _call(self, impl: Implementation, unit: Unit, inputs: Inputs, seed: int) -> tuple[torch.Tensor, ...]:
         """Run once; the outputs, then (for fwd+bwd) the gradients of the differentiable inputs."""
         backward = unit.direction == "fwd+bwd"
-        tensors = _leaves(inputs, backward)
+        tensors = fresh_leaves(inputs, backward)
         if not backward:
             with torch.no_grad():
-                return tuple(t.detach() for t in _as_tuple(impl.build(unit.case, **tensors)()))
-        outputs = _as_tuple(impl.build(unit.case, **tensors)())
+                return tuple(t.detach() for t in as_tuple(impl.build(unit.case, **tensors)()))
+        outputs = as_tuple(impl.build(unit.case, **tensors)())
         torch.autograd.backward(outputs, self._grad_outputs(outputs, unit, seed))
         grads = []
         for name in inputs.differentiable:
@@ -292,7 +292,8 @@ def impl_code_hash(impl: Implementation) -> str:
     return code_hash(list(Path(source).parent.glob("*.py"))) if source else ""
 
 
-def _leaves(inputs: Inputs, backward: bool) -> dict[str, torch.Tensor]:
+def fresh_leaves(inputs: Inputs, backward: bool) -> dict[str, torch.Tensor]:
+    """Fresh copies of the inputs, those named differentiable needing gradients for fwd+bwd."""
     return {name: t.detach().clone().requires_grad_(backward and name in inputs.differentiable)
             for name, t in inputs.tensors.items()}
 
@@ -301,7 +302,8 @@ def _cast(inputs: Inputs, dtype: torch.dtype) -> Inputs:
     return Inputs({n: t.to(dtype) if t.is_floating_point() else t for n, t in inputs.tensors.items()}, inputs.differentiable)
 
 
-def _as_tuple(out: object) -> tuple[torch.Tensor, ...]:
+def as_tuple(out: object) -> tuple[torch.Tensor, ...]:
+    """An implementation's output(s) as a tuple."""
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 

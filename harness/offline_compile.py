@@ -22,7 +22,7 @@ import re
 import subprocess
 import tempfile
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import triton
 from triton.runtime.autotuner import Autotuner
@@ -110,6 +110,13 @@ def capture(arch: str) -> Iterator[list[Launch]]:
             os.environ[ARCH_VARIABLE] = saved[2]
 
 
+def compile_call(call: Callable[[], object], arch: str) -> list[Resources]:
+    """Every kernel `call` launches, compiled for `arch` (each autotuning config it would try)."""
+    with capture(arch) as launches:
+        call()
+    return [resources for launch in launches for resources in compile_launch(launch, arch)]
+
+
 def compile_launch(launch: Launch, arch: str) -> list[Resources]:
     """The launch compiled for `arch`: one Resources, or one per autotuning config."""
     variants = [{}] if not launch.configs else [config.all_kwargs() for config in launch.configs]
@@ -138,7 +145,7 @@ def _compile(launch: Launch, arch: str, kwargs: dict[str, Any]) -> Resources:
         compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=target,
                                   options=options.__dict__)
     except Exception as e:  # a config that does not compile is a finding, not a crash
-        return replace(base, error=_one_line(e))
+        return replace(base, error=one_line_error(e))
     shared = int(compiled.metadata.shared)
     too_much = (f"needs {shared // 1024} KiB of shared memory, {arch} has {SHARED_LIMIT_BYTES[arch] // 1024}"
                 if shared > SHARED_LIMIT_BYTES[arch] else "")
@@ -176,7 +183,8 @@ def _shown(value: Any) -> bool:
     return isinstance(value, (bool, int, float, str)) and not isinstance(value, type)
 
 
-def _one_line(e: BaseException) -> str:
+def one_line_error(e: BaseException) -> str:
+    """The exception's type and its last line (a Triton compile error ends with the message)."""
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:200]
 

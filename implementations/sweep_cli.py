@@ -58,22 +58,19 @@ def sweep_main(description: str, default_budget_s: float, sweep: Callable[[argpa
 def compile_report(candidates: Candidates, arch: str) -> Rows:
     """Each candidate called on CPU tensors with its launches recorded, not run, and every
     kernel it launched compiled for `arch` (harness/offline_compile.py)."""
-    from harness.offline_compile import capture, check_target, compile_launch
+    from harness.offline_compile import check_target, compile_call
 
     check_target(arch)
     rows = []
     for name, call in candidates:
-        with capture(arch) as launches:
-            call()
-        for launch in launches:
-            for r in compile_launch(launch, arch):
-                rows.append({"candidate": name, "kernel": r.kernel, "warps": r.num_warps, "stages": r.num_stages,
-                             "registers": r.registers, "spill_store_bytes": r.spill_store_bytes,
-                             "spill_load_bytes": r.spill_load_bytes, "shared_kib": r.shared_bytes // 1024,
-                             "error": r.error})
-                print(f"{name:28} {r.kernel:24} {r.num_warps:2}w {r.num_stages}s {r.registers:4} regs  spills "
-                      f"{r.spill_store_bytes}/{r.spill_load_bytes} B  smem {r.shared_bytes // 1024:4} KiB  {r.error}",
-                      flush=True)
+        for r in compile_call(call, arch):
+            rows.append({"candidate": name, "kernel": r.kernel, "warps": r.num_warps, "stages": r.num_stages,
+                         "registers": r.registers, "spill_store_bytes": r.spill_store_bytes,
+                         "spill_load_bytes": r.spill_load_bytes, "shared_kib": r.shared_bytes // 1024,
+                         "error": r.error})
+            print(f"{name:28} {r.kernel:24} {r.num_warps:2}w {r.num_stages}s {r.registers:4} regs  spills "
+                  f"{r.spill_store_bytes}/{r.spill_load_bytes} B  smem {r.shared_bytes // 1024:4} KiB  {r.error}",
+                  flush=True)
     return rows
 
 
