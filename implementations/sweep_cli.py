@@ -3,12 +3,16 @@ shares: --budget-s and --csv, a check for a GPU, the sweep, its rows written as 
 the sweep's own summary. A sweep that lists its candidates as CPU calls also takes
 `--offline ARCH`: each candidate's kernels compiled for ARCH (no GPU needed) with the
 registers, spills and shared memory ptxas reports, so the GPU's minutes go to candidates
-that fit. Not a technique: it registers nothing."""
+that fit. And `compile_ahead`: a sweep's candidates compiled in parallel processes before its
+serial timing loop, since compiling, not timing, is most of a large sweep's minutes. Not a
+technique: it registers nothing."""
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import csv
+import multiprocessing
 import sys
 from typing import Callable, Iterable
 
@@ -53,6 +57,27 @@ def sweep_main(description: str, default_budget_s: float, sweep: Callable[[argpa
             writer.writerows(rows)
     summarize(rows)
     return 0
+
+
+def compile_ahead(compile_one: Callable[..., str], jobs: Iterable[tuple], workers: int) -> dict[tuple, str]:
+    """compile_one(*job) for every job in `workers` fresh processes, and each job's error ("" when
+    it compiled). compile_one (a module-level function: it is pickled) runs the candidate once on
+    inputs of the timed inputs' specialization class (the divisibility of every integer argument),
+    so Triton's on-disk cache, which the timing process reads, then holds the very kernels it will
+    launch; a job whose key differs only costs the timing loop its compile, as without this."""
+    jobs = list(jobs)
+    if workers <= 1 or not jobs:
+        return {}
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = {job: pool.submit(compile_one, *job) for job in jobs}
+        done = {}
+        for job, future in futures.items():
+            try:
+                done[job] = future.result()
+            except Exception as e:  # a worker that died (out of memory): the timing loop will say why
+                done[job] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+        return done
 
 
 def compile_report(candidates: Candidates, arch: str) -> Rows:
