@@ -64,12 +64,15 @@ def compile_ahead(compile_one: Callable[..., str], jobs: Iterable[tuple], worker
     it compiled). compile_one (a module-level function: it is pickled) runs the candidate once on
     inputs of the timed inputs' specialization class (the divisibility of every integer argument),
     so Triton's on-disk cache, which the timing process reads, then holds the very kernels it will
-    launch; a job whose key differs only costs the timing loop its compile, as without this."""
+    launch; a job whose key differs only costs the timing loop its compile, as without this. Each
+    job has a process of its own, so a kernel that faults the GPU (an illegal address leaves the
+    process's CUDA context unusable) fails its own job, not the ones after it: a sweep can then
+    skip it rather than meet the fault in its timing process."""
     jobs = list(jobs)
     if workers <= 1 or not jobs:
         return {}
     context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, max_tasks_per_child=1) as pool:
         futures = {job: pool.submit(compile_one, *job) for job in jobs}
         done = {}
         for job, future in futures.items():

@@ -82,16 +82,19 @@ class Plan:
 
 # Per FFT length: (n1, n2, n3, row-kernel warps[, chunk[, stages]]). Up to FUSED_MAX_L one fused kernel; above,
 # an outer factor of 16..128 through the column kernels. The tile's larger factor is n2 (the
-# first product contracts only half of it, the last produces only half). Not timed yet: a tile
-# of M floats holds M / (32 warps) registers a thread, and about eight such tiles are live.
-# 16384 (N = 8192) by the offline compile (`python -m implementations.fftconv.tune --offline
-# sm90`): its whole 128 x 128 tile at 16 warps spilled 5.7 KB a thread (18.5 ms on the H100,
-# 0.22x torch.fft); 32 rows a pass at 8 warps compiles with none, in 200 KiB of shared memory.
+# first product contracts only half of it, the last produces only half).
+# Timed on the H100 (Triton 3.6; `python -m implementations.fftconv.tune --lengths 8192,16384`,
+# bf16, gated): N = 8192 (16384) best at 32 rows a pass, 8 warps, 2 stages, 2.99 ms (its whole
+# tile at 16 warps spilled: 19.1 ms); N = 16384 (32768) at 16 x 32 x 64, 4 warps, 2.89 ms.
+# Whole 64-row tiles at 4 warps in the three-pass row kernel (16 x 64 x 16, 16 x 64 x 32) came
+# out NaN, one with an illegal address: Triton 3.6's code, not the interpreter's (the CPU tests
+# pass them), so the three-pass plans keep to 32-row tiles or chunks of 32 rows. The lengths
+# not yet timed follow the timed ones' shapes.
 _SM90 = {
     256: (1, 16, 16, 4), 512: (1, 32, 16, 4), 1024: (1, 32, 32, 4), 2048: (1, 64, 32, 4),
     4096: (1, 64, 64, 8), 8192: (1, 128, 64, 8), 16384: (1, 128, 128, 8, 32, 2),
-    1 << 15: (16, 64, 32, 4), 1 << 16: (16, 64, 64, 8), 1 << 17: (16, 128, 64, 8), 1 << 18: (16, 128, 128, 16),
-    1 << 19: (32, 128, 128, 16), 1 << 20: (64, 128, 128, 16), 1 << 21: (128, 128, 128, 16),
+    1 << 15: (16, 32, 64, 4), 1 << 16: (32, 32, 64, 4), 1 << 17: (64, 32, 64, 4), 1 << 18: (16, 128, 128, 8, 32, 2),
+    1 << 19: (32, 128, 128, 8, 32, 2), 1 << 20: (64, 128, 128, 8, 32, 2), 1 << 21: (128, 128, 128, 8, 32, 2),
 }
 PLANS = {"interpreter": _SM90, "sm90": _SM90, "sm100": _SM90, "sm80": _SM90, "sm8x": _SM90, "other": _SM90}
 
@@ -100,10 +103,10 @@ PLANS = {"interpreter": _SM90, "sm90": _SM90, "sm100": _SM90, "sm80": _SM90, "sm
 # compile (`python -m implementations.fftconv.tune --offline sm90 --dtype float32`): no 128 x 128
 # float32 tile fits an H100 (248-448 KiB of shared memory), a 64 x 64 one spills 25 KB a thread,
 # so float32 keeps to tiles of at most FP32_MAX_TILE elements, fused to N = 1024 and in three
-# passes above. Per length, the plan spilling least (none to N = 2048; 28-208 B a kernel to
-# N = 16384; 0.4 KB at 32768, 3.4 KB at 65536, 41 KB at 131072: slow there, but they launch).
+# passes above. On the H100 a tile of 16 x 64 took 225 ms at 4 warps (8 elements a thread) and
+# 15.6 ms at 8 (4 a thread; N = 8192, B16 C768, gated): every plan keeps to 4 elements a thread.
 _SM90_FP32 = {
-    256: (1, 16, 16, 4), 512: (1, 16, 32, 4), 1024: (1, 32, 32, 4), 2048: (1, 64, 32, 8),
+    256: (1, 16, 16, 4), 512: (1, 16, 32, 4), 1024: (1, 32, 32, 8), 2048: (1, 64, 32, 16),
     4096: (16, 16, 16, 4), 8192: (16, 16, 32, 4), 16384: (32, 16, 32, 4), 1 << 15: (64, 16, 32, 4),
     1 << 16: (64, 32, 32, 8), 1 << 17: (64, 32, 64, 16), 1 << 18: (128, 32, 64, 16),
 }

@@ -116,6 +116,12 @@ def sweep(budget_s: float, lengths: tuple[int, ...], dtype: torch.dtype, jobs: i
             if time.monotonic() > deadline:
                 return rows
             row = {"shape": shape, "impl": name, "ms": math.nan, "rel_err": math.nan, "note": "", "plan": ""}
+            failed = compiled.get((batch, length, dtype_name, plan)) if plan else None
+            if failed:  # met again here, a fault would end the sweep: its CUDA context is lost
+                row["note"] = f"in its own process: {failed}"
+                rows.append(row)
+                print(f"{shape:22} {name:22} skipped: {row['note']}", flush=True)
+                continue
             try:
                 if plan is None:
                     run = peer
