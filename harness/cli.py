@@ -1,4 +1,4 @@
-"""The `bench` command: list, run, show, env, compare, gate, export, promote, kernels.
+"""The `bench` command: list, run, close, show, env, compare, gate, export, promote, kernels.
 
 Bad input (an unknown suite, implementation or dtype, a case no selected kernel
 supports, no GPU for a GPU-only implementation, a corrupt or foreign result file, two
@@ -92,6 +92,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     failed = frame[~frame.status.isin(["ok", "unavailable", "unsupported"])]
     console.print(f"wrote {table} ({len(frame)} rows, {len(failed)} failed)")
     return 1 if len(failed) else 0  # a CI job fails on a wrong or broken kernel; the table is written either way
+
+
+def cmd_close(args: argparse.Namespace) -> int:
+    from harness.runner import close_early
+
+    table, missing = close_early(Path(args.log))
+    console.print(f"wrote {table} ({'every planned row' if not missing else f'{len(missing)} planned rows not measured'})",
+                  soft_wrap=True)
+    for key in missing:
+        console.print(f"[dim]not measured: {key}", soft_wrap=True)
+    return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -265,7 +276,8 @@ def _rule(args: argparse.Namespace):
     from harness.compare import Rule
 
     return Rule(max_slowdown=args.max_slowdown, confidence=args.confidence, max_clock_diff=args.max_clock_diff,
-                throttle=args.throttle, min_samples=args.min_samples, max_memory_growth=args.max_memory_growth)
+                throttle=args.throttle, min_samples=args.min_samples, max_memory_growth=args.max_memory_growth,
+                gate_peers=args.gate_peers)
 
 
 def _fraction(text: str) -> float:
@@ -303,6 +315,8 @@ def _rule_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-samples", type=int, default=Rule.min_samples, help="fewer samples make a row invalid (default 5)")
     p.add_argument("--max-memory-growth", type=_fraction, default=None, metavar="PCT",
                    help="fail a case whose peak memory grew by more (default: memory is reported, never fails)")
+    p.add_argument("--gate-peers", action="store_true",
+                   help="a peer library's slowdown fails too (default: reported as 'peer slower')")
     p.add_argument("--force", action="store_true",
                    help="compare runs of different GPUs, suites or schema versions anyway")
     p.add_argument("--json", metavar="FILE", help="also write every case's verdict as JSON")
@@ -341,6 +355,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="results folder (default: results)")
     p.add_argument("--no-isolate", action="store_true", help="measure in this process (no crash isolation)")
     p.set_defaults(command=cmd_run)
+
+    p = sub.add_parser("close", help="write the table of a run that will not be finished from its log as far as "
+                                     "it got (its sidecar names the rows not measured)")
+    p.add_argument("log", help="the unfinished run's .jsonl log")
+    p.set_defaults(command=cmd_close)
 
     p = sub.add_parser("show", help="print a result table")
     p.add_argument("file", help="a .parquet result table (or a .jsonl log of a run in progress)")

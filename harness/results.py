@@ -203,7 +203,7 @@ class RunLog:
         return header, list(latest.values())
 
 
-def finalize(log: RunLog) -> Path:
+def finalize(log: RunLog, **sidecar_extra: Any) -> Path:
     """Write the Parquet table and its JSON sidecar next to the log, then remove the log."""
     import pandas as pd
 
@@ -211,7 +211,8 @@ def finalize(log: RunLog) -> Path:
     table = log.path.with_suffix(".parquet")
     frame = pd.DataFrame([row.to_dict() for row in rows], columns=list(COLUMNS))
     frame.to_parquet(table, index=False)
-    sidecar = {**asdict(header), "rows": len(rows), "finished": rows[-1].timestamp if rows else header.started}
+    sidecar = {**asdict(header), "rows": len(rows), "finished": rows[-1].timestamp if rows else header.started,
+               **sidecar_extra}
     table.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, default=_json_default) + "\n")
     log.path.unlink()
     return table

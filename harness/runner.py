@@ -305,6 +305,25 @@ def _key(unit: Unit, impl: str) -> tuple[str, str, str, str, str]:
     return (unit.technique, impl, unit.case.id, registry.dtype_name(unit.dtype), unit.direction)
 
 
+def close_early(path: Path) -> tuple[Path, list[str]]:
+    """The table of a run that will not be finished (its machine gone, its time spent), from
+    its log as far as it got, and the planned rows it lacks ("technique impl case dtype
+    direction"), which its sidecar names under `closed_early`. Nothing is measured."""
+    if path.suffix != ".jsonl" or not path.is_file():
+        raise UsageError(f"{path}: not a run's log (an unfinished run's .jsonl under results/)")
+    log = RunLog(path)
+    header, rows = log.read()
+    registry.load_all()
+    suite = suites.load(header.selection.get("suite_file") or header.suite, header.tier)
+    planned = plan(suite, header.selection.get("impls", ()), header.selection.get("dtypes", ()),
+                   header.selection.get("cases", ()), here=False)
+    done = {row.key for row in rows}
+    missing = [" ".join(key) for p in planned for name in p.impls if (key := _key(p.unit, name)) not in done]
+    table = finalize(log, closed_early={"measured": len(rows), "planned": len(rows) + len(missing),
+                                        "not_measured": missing})
+    return table, missing
+
+
 def use_interpreter_without_gpu() -> None:
     """Before any kernel module is imported: with no GPU, Triton runs in its interpreter
     (the worker also applies the interpreter's bfloat16 fix, see harness/interpreter.py)."""

@@ -106,10 +106,12 @@ PLANS = {"interpreter": _SM90, "sm90": _SM90, "sm100": _SM90, "sm80": _SM90, "sm
 # so float32 keeps to tiles of at most FP32_MAX_TILE elements, fused to N = 1024 and in three
 # passes above. On the H100 a tile of 16 x 64 took 225 ms at 4 warps (8 elements a thread) and
 # 15.6 ms at 8 (4 a thread; N = 8192, B16 C768, gated): every plan keeps to 4 elements a thread.
+# The full run (docs/results/fftconv.md): 0.44-16 ms to N = 32768 with 16-row tiles, but 376 ms
+# at N = 65536 with a 32 x 32 tile at 8 warps (64 x 32 x 32); the longer plans keep to 16 rows.
 _SM90_FP32 = {
     256: (1, 16, 16, 4), 512: (1, 16, 32, 4), 1024: (1, 32, 32, 8), 2048: (1, 64, 32, 16),
     4096: (16, 16, 16, 4), 8192: (16, 16, 32, 4), 16384: (32, 16, 32, 4), 1 << 15: (64, 16, 32, 4),
-    1 << 16: (64, 32, 32, 8), 1 << 17: (64, 32, 64, 16), 1 << 18: (128, 32, 64, 16),
+    1 << 16: (64, 16, 64, 8), 1 << 17: (128, 16, 64, 8), 1 << 18: (128, 16, 128, 16),
 }
 FP32_PLANS = {arch: _SM90_FP32 for arch in PLANS}
 FUSED_MAX_L = 16384

@@ -11,7 +11,6 @@ Misbehaviour that would hurt a whole run is tied to one case value:
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 
@@ -158,17 +157,20 @@ def build_needs_gpu(case: Case, x):
     return lambda: _f(x)
 
 
-_calls = itertools.count(1)
+_calls_on: dict[int, int] = {}  # calls of `nondeterministic` per input values
 
 
 @implementation(NAME, "nondeterministic", role="peer", dtypes=(torch.float32,))
 def build_nondeterministic(case: Case, x):
-    """Correct within tolerance, but each call perturbs the result differently (1e-6 relative)."""
+    """Correct within tolerance, but every fourth call on the same input values perturbs the
+    result (1e-6 relative), as atomics that reorder only sometimes: two calls may agree,
+    REPEAT_CALLS (5) in a row cannot."""
 
     def call():
-        k = next(_calls) % 3 + 1
+        values = hash(x.detach().cpu().numpy().tobytes())
+        _calls_on[values] = _calls_on.get(values, 0) + 1
         out = _f(x)
-        return out + out * (k * 1e-6)
+        return out + out * 1e-6 if _calls_on[values] % 4 == 0 else out
 
     return call
 

@@ -33,6 +33,17 @@ def test_a_10_percent_shift_is_slower_and_fails():
     assert 1 < judged.low < 1.10 < judged.high
 
 
+def test_a_peers_slowdown_is_reported_not_failed_unless_asked():
+    # The change under test is not in a peer's code: on the H100, SDPA's FlashAttention-2 ran
+    # 5.5% slower one run later with nothing changed (docs/gating.md).
+    judged = _verdict(samples(seed=1), samples(1.10, seed=2), base={"role": "peer"}, cand={"role": "peer"})
+    assert judged.verdict == "peer slower" and not judged.fails and judged.ratio == pytest.approx(1.10, rel=1e-9)
+    strict = _verdict(samples(seed=1), samples(1.10, seed=2), Rule(gate_peers=True), cand={"role": "peer"})
+    assert strict.verdict == "slower" and strict.fails
+    assert _case({"role": "peer"}, {"role": "peer", "bitwise_repeatable": False}).verdict == "nondeterministic"
+    assert _case({"role": "peer"}, {"role": "peer", "status": "incorrect"}).verdict == "wrong"
+
+
 def test_a_10_percent_speed_up_is_faster_and_passes():
     judged = _verdict(samples(seed=1), samples(0.90, seed=2))
     assert judged.verdict == "faster" and not judged.fails

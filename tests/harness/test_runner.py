@@ -307,6 +307,30 @@ def test_resume_finishes_an_interrupted_run_keeping_its_rows(fake, suite_dir, pi
     assert statuses[("wrong", "N=16")] == "incorrect" and statuses[("good", "N=16")] == "ok"
 
 
+def test_close_writes_an_unfinished_runs_table_naming_the_rows_it_lacks(fake, suite_dir, pinned_revision, tmp_path,
+                                                                       bench, wide_console):
+    suite_dir("resumable", RESUME_SUITE)
+    log = _interrupted_run(tmp_path / "results", "resumable", after_rows=3)
+    _, before = RunLog(log).read()
+    code, out, err = bench("close", log)
+    assert code == 0, err
+    table = log.with_suffix(".parquet")
+    assert table.exists() and not log.exists() and f"wrote {table} (5 planned rows not measured)" in out
+    frame = read_table(table)
+    assert list(frame.impl) == [row.impl for row in before] and list(frame.timestamp) == [r.timestamp for r in before]
+    closed = json.loads(table.with_suffix(".json").read_text())["closed_early"]
+    measured = {(r.impl, r.case_id) for r in before}
+    expected = sorted(f"fake {impl} N={n} float32 fwd" for impl in RESUME_IMPLS for n in (8, 16)
+                      if (impl, f"N={n}") not in measured)
+    assert closed["measured"] == 3 and closed["planned"] == 8 and sorted(closed["not_measured"]) == expected
+    assert all(f"not measured: {key}" in out for key in expected)
+
+
+def test_close_refuses_what_is_not_a_runs_log(tmp_path, bench):
+    code, _, err = bench("close", tmp_path / "run.parquet")
+    assert code == 2 and err == f"error: {tmp_path / 'run.parquet'}: not a run's log (an unfinished run's .jsonl under results/)\n"
+
+
 def test_resume_of_a_given_log_of_another_suite_is_refused(fake, suite_dir, pinned_revision, tmp_path, bench):
     suite_dir("resumable", RESUME_SUITE)
     suite_dir("other", RESUME_SUITE)
