@@ -1,6 +1,6 @@
 """Sweep the Monarch FFT convolution's plans (factorizations and warps) on this GPU.
 
-The evidence for PLANS in monarch.py (none yet: that table is untuned).
+The evidence for PLANS in monarch.py (docs/results/fftconv.md gives the H100's).
 
     python -m implementations.fftconv.tune [--budget-s 300] [--csv sweep.csv] [--lengths 8192,65536] [--jobs 12]
     python -m implementations.fftconv.tune --offline sm90 [--lengths 8192]   # registers and spills, no GPU
