@@ -80,7 +80,7 @@ class Plan:
         return None
 
 
-# Per FFT length: (n1, n2, n3, row-kernel warps[, chunk[, stages]]). Up to FUSED_MAX_L one fused kernel; above,
+# Per FFT length: (n1, n2, n3, row-kernel warps[, chunk[, stages[, column block_m[, column warps]]]]). Up to FUSED_MAX_L one fused kernel; above,
 # an outer factor of 16..128 through the column kernels. The tile's larger factor is n2 (the
 # first product contracts only half of it, the last produces only half).
 # Timed on the H100 (Triton 3.6; `python -m implementations.fftconv.tune --lengths 8192,16384`,
@@ -104,14 +104,16 @@ PLANS = {"interpreter": _SM90, "sm90": _SM90, "sm100": _SM90, "sm80": _SM90, "sm
 # compile (`python -m implementations.fftconv.tune --offline sm90 --dtype float32`): no 128 x 128
 # float32 tile fits an H100 (248-448 KiB of shared memory), a 64 x 64 one spills 25 KB a thread,
 # so float32 keeps to tiles of at most FP32_MAX_TILE elements, fused to N = 1024 and in three
-# passes above. On the H100 a tile of 16 x 64 took 225 ms at 4 warps (8 elements a thread) and
-# 15.6 ms at 8 (4 a thread; N = 8192, B16 C768, gated): every plan keeps to 4 elements a thread.
-# The full run (docs/results/fftconv.md): 0.44-16 ms to N = 32768 with 16-row tiles, but 376 ms
-# at N = 65536 with a 32 x 32 tile at 8 warps (64 x 32 x 32); the longer plans keep to 16 rows.
+# passes above. On the H100 (docs/results/fftconv.md): the three-pass row kernel's 16 x 64 tile
+# took 225 ms at 4 warps and 15.6 ms at 8 (N = 8192, B16 C768, gated); the full run's plans took
+# 0.44-16 ms to N = 32768, but 376 ms at N = 65536 (64 x 32 x 64 at 16 warps, whose row kernel
+# spills 3.4 KB a thread). Longer, by the offline compile (not yet timed): n1 = 128, its column
+# kernels on 16 columns at 8 warps (64 columns at 4 warps spill 15-40 KB), and the least-spilling
+# row tile (16 x 64: 0.7 KB; at N = 131072 no 2048-element tile spills under 3.4 KB).
 _SM90_FP32 = {
-    256: (1, 16, 16, 4), 512: (1, 16, 32, 4), 1024: (1, 32, 32, 8), 2048: (1, 64, 32, 16),
+    256: (1, 16, 16, 4), 512: (1, 16, 32, 4), 1024: (1, 32, 32, 4), 2048: (1, 64, 32, 8),
     4096: (16, 16, 16, 4), 8192: (16, 16, 32, 4), 16384: (32, 16, 32, 4), 1 << 15: (64, 16, 32, 4),
-    1 << 16: (64, 16, 64, 8), 1 << 17: (128, 16, 64, 8), 1 << 18: (128, 16, 128, 16),
+    1 << 16: (64, 32, 32, 8), 1 << 17: (128, 16, 64, 8, 0, 3, 16, 8), 1 << 18: (128, 32, 64, 16, 0, 3, 16, 8),
 }
 FP32_PLANS = {arch: _SM90_FP32 for arch in PLANS}
 FUSED_MAX_L = 16384
@@ -143,7 +145,7 @@ def make_plan(length: int, dtype: torch.dtype = torch.bfloat16) -> Plan:
         raise ValueError(reason)
     tables = FP32_PLANS if dtype == torch.float32 else PLANS
     n1, n2, n3, warps, *rest = tables[architecture()][fft_length(length)]
-    return Plan(n1, n2, n3, num_warps=warps, **dict(zip(("chunk", "num_stages"), rest)))
+    return Plan(n1, n2, n3, num_warps=warps, **dict(zip(("chunk", "num_stages", "block_m", "column_warps"), rest)))
 
 
 # --- the constant tables, built once in float64 and rounded -----------------------------------
