@@ -23,8 +23,13 @@ fp32 dots (triton_support.dot_precision). bf16 and fp16 inputs use float16 facto
 operands on the tensor cores, with float32 accumulation, twiddles and products: float16 has
 3 more mantissa bits than bfloat16, so the kernel's many roundings (about 10 against the
 reference's 4) stay small beside bfloat16's; to keep bfloat16's range, each tile is scaled
-by its largest magnitude before it is rounded to float16 (a max-reduction per stage), and
-the dot's float32 result scaled back. OPERAND says which dtype each input dtype uses.
+before it is rounded to float16, and the dot's float32 result scaled back. The column kernels
+scale each block by its largest magnitude (a max-reduction). The row kernel scales once a row:
+its input so that the row's L2 norm is HEADROOM, and the filter's product by 1 / KMAX (the
+channel's largest spectral magnitude); its DFT stages are unitary and its twiddles of unit
+modulus, so no element of any later stage exceeds HEADROOM, and every rounding is a plain
+cast (where a max-reduction at each of its four roundings a pass would cost four).
+OPERAND says which dtype each input dtype uses.
 """
 
 from __future__ import annotations
@@ -39,9 +44,11 @@ from implementations.fftconv.monarch import Plan, dft_factor, filter_spectrum, m
 from implementations.triton_support import dot_precision
 
 OPERAND = {torch.bfloat16: torch.float16, torch.float16: torch.float16, torch.float32: torch.float32}
-# A tile's largest magnitude before its float16 rounding: far below 65504, and values 2^-22
-# of it still normal (float16's smallest normal is 2^-14).
-HEADROOM = tl.constexpr(256.0)
+# The bound on a tile's magnitudes before its float16 rounding: far below 65504 (the stages'
+# own roundings may pass a norm's bound by a part in a thousand), and values 2^-26 of it still
+# normal (float16's smallest normal is 2^-14), since a norm can be sqrt(M) = 128 times a tile's
+# largest element.
+HEADROOM = tl.constexpr(4096.0)
 
 
 # --- the kernels ------------------------------------------------------------------------------
@@ -74,6 +81,16 @@ def _real_operand(x, F, SCALE: tl.constexpr):
 
 
 @triton.jit
+def _norm(x):
+    """The L2 norm of the tile x, summed on x divided by its largest magnitude (the squares of
+    bfloat16-range values overflow float32)."""
+    peak = tl.max(tl.abs(x))
+    peak = tl.where(peak > 0.0, peak, 1.0)
+    x = x / peak
+    return peak * tl.sqrt(tl.sum(x * x))
+
+
+@triton.jit
 def _cdot(ar, ai, br, bi, PRECISION: tl.constexpr):
     """(ar + i ai) @ (br + i bi) with four real dots, accumulated in float32."""
     re = tl.dot(ar, br, input_precision=PRECISION)
@@ -90,7 +107,7 @@ def _load_pair(ptr, offsets, plane):
 
 
 @triton.jit
-def _row_kernel(U, W, V, Y, S, KF, F2, F3, TW, batch, channels, length,
+def _row_kernel(U, W, V, Y, S, KF, KMAX, F2, F3, TW, batch, channels, length,
                 stride_ub, stride_uc, stride_wb, stride_wc, stride_vb, stride_vc, stride_yb, stride_yc,
                 N1: tl.constexpr, N2: tl.constexpr, N3: tl.constexpr, M: tl.constexpr, N2_IO: tl.constexpr,
                 CHUNK: tl.constexpr, FUSED: tl.constexpr, GATED: tl.constexpr, SCALE: tl.constexpr,
@@ -117,13 +134,34 @@ def _row_kernel(U, W, V, Y, S, KF, F2, F3, TW, batch, channels, length,
         x = tl.load(U + b * stride_ub + ch * stride_uc + io_tile, mask=live, other=0.0).to(tl.float32)
         if GATED:
             x *= tl.load(W + b * stride_wb + ch * stride_wc + io_tile, mask=live, other=0.0).to(tl.float32)
-        xs, x_unscale = _real_operand(x, F2, SCALE)
         out_r = tl.zeros([N2_IO, N3], dtype=tl.float32)
     else:
         xr, xi = _load_pair(scratch, tile, N1 * M)
-        xr_s, xi_s, x_unscale = _operand(xr, xi, F2, SCALE)
         out_r = tl.zeros([N2, N3], dtype=tl.float32)
         out_i = tl.zeros([N2, N3], dtype=tl.float32)
+    # SCALE: the row's norm becomes HEADROOM, and the filter's product is divided by KMAX, so
+    # every later rounding is a plain cast; the output is scaled back once, at the end.
+    if SCALE:
+        if FUSED:
+            norm = _norm(x)
+        else:
+            norm_r = _norm(xr)
+            norm_i = _norm(xi)
+            norm = tl.sqrt(norm_r * norm_r + norm_i * norm_i)
+        scale = HEADROOM / tl.where(norm > 0.0, norm, 1.0)
+        filter_scale = tl.load(KMAX + ch)
+        filter_scale = 1.0 / tl.where(filter_scale > 0.0, filter_scale, 1.0)
+        if FUSED:
+            x *= scale
+        else:
+            xr *= scale
+            xi *= scale
+    operand = F2.dtype.element_ty
+    if FUSED:
+        xs = x.to(operand)
+    else:
+        xr_s = xr.to(operand)
+        xi_s = xi.to(operand)
 
     # CHUNK rows k2 of the spectrum at a time (all N2 when CHUNK = N2): each goes through the
     # twiddles, @ F3, the filter's product, @ conj(F3) and the conjugate twiddles on its own,
@@ -135,47 +173,50 @@ def _row_kernel(U, W, V, Y, S, KF, F2, F3, TW, batch, channels, length,
         # Forward: F2 @ Z contracts n2 (rows k2 out), the twiddles, @ F3 contracts n3 (columns k3 out).
         if FUSED:
             f_re, f_im = _load_pair(F2, ks[:, None] * N2 + io_rows[None, :], N2 * N2)  # F2[ks, :N2_IO]
-            zr = tl.dot(f_re, xs, input_precision=PRECISION) * x_unscale
-            zi = tl.dot(f_im, xs, input_precision=PRECISION) * x_unscale
+            zr = tl.dot(f_re, xs, input_precision=PRECISION)
+            zi = tl.dot(f_im, xs, input_precision=PRECISION)
         else:
             f_re, f_im = _load_pair(F2, ks[:, None] * N2 + rows[None, :], N2 * N2)
             zr, zi = _cdot(f_re, f_im, xr_s, xi_s, PRECISION)
-            zr *= x_unscale
-            zi *= x_unscale
         t_re, t_im = _load_pair(TW, chunk, M)
         zr, zi = zr * t_re - zi * t_im, zr * t_im + zi * t_re
         g_re, g_im = _load_pair(F3, cols[:, None] * N3 + cols[None, :], N3 * N3)
-        ar, ai, unscale = _operand(zr, zi, F3, SCALE)
-        zr, zi = _cdot(ar, ai, g_re, g_im, PRECISION)
+        zr, zi = _cdot(zr.to(operand), zi.to(operand), g_re, g_im, PRECISION)
 
         # The filter's spectrum, in the same digit-reversed order; the product in float32.
         k_f = KF + ch * (2 * N1 * M) + k1 * M
         kr, ki = _load_pair(k_f, chunk, N1 * M)
         kr = kr.to(tl.float32)
         ki = ki.to(tl.float32)
-        zr, zi = (zr * kr - zi * ki) * unscale, (zr * ki + zi * kr) * unscale
+        if SCALE:
+            kr *= filter_scale
+            ki *= filter_scale
+        zr, zi = zr * kr - zi * ki, zr * ki + zi * kr
 
         # Inverse: @ conj(F3), the conjugate twiddles, conj(F2) @ (natural order again). The
         # factors and twiddles are loaded again (from L2) rather than kept live across the product.
-        ar, ai, unscale = _operand(zr, zi, F3, SCALE)
         g_re, g_im = _load_pair(F3, cols[:, None] * N3 + cols[None, :], N3 * N3)
-        zr, zi = _cdot(ar, ai, g_re, -g_im, PRECISION)
-        zr *= unscale
-        zi *= unscale
+        zr, zi = _cdot(zr.to(operand), zi.to(operand), g_re, -g_im, PRECISION)
         t_re, t_im = _load_pair(TW, chunk, M)
         zr, zi = zr * t_re + zi * t_im, zi * t_re - zr * t_im
-        ar, ai, unscale = _operand(zr, zi, F2, SCALE)
+        ar = zr.to(operand)
+        ai = zi.to(operand)
         if FUSED:
             # Only the real part of the first N2_IO rows is wanted: Re(conj(F2) @ E) = F2r @ Er + F2i @ Ei.
             f_re, f_im = _load_pair(F2, io_rows[:, None] * N2 + ks[None, :], N2 * N2)  # F2[:N2_IO, ks]
-            part = tl.dot(f_re, ar, input_precision=PRECISION)
-            out_r += tl.dot(f_im, ai, part, input_precision=PRECISION) * unscale
+            out_r = tl.dot(f_re, ar, out_r, input_precision=PRECISION)
+            out_r = tl.dot(f_im, ai, out_r, input_precision=PRECISION)
         else:
             f_re, f_im = _load_pair(F2, rows[:, None] * N2 + ks[None, :], N2 * N2)
             part_r, part_i = _cdot(f_re, -f_im, ar, ai, PRECISION)
-            out_r += part_r * unscale
-            out_i += part_i * unscale
+            out_r += part_r
+            out_i += part_i
 
+    if SCALE:
+        unscale = 1.0 / (scale * filter_scale)
+        out_r *= unscale
+        if not FUSED:
+            out_i *= unscale
     if FUSED:
         y = out_r
         if GATED:
@@ -253,6 +294,7 @@ class Prepared:
 
     plan: Plan
     k_f: torch.Tensor
+    k_max: torch.Tensor  # [C] float32: each channel's largest spectral magnitude (the row kernel's KMAX)
     f1: torch.Tensor | None
     f2: torch.Tensor
     f3: torch.Tensor
@@ -274,9 +316,12 @@ def prepare(k: torch.Tensor, length: int, dtype: torch.dtype, plan: Plan | None 
     if k.shape[1] > length:
         raise ValueError(f"the filter is longer ({k.shape[1]}) than the sequence ({length})")
     operand, device, m = OPERAND[dtype], k.device, plan.n2 * plan.n3
+    k_f = filter_spectrum(k, plan, dtype)
+    spectrum = k_f.float()
     return Prepared(
         plan=plan,
-        k_f=filter_spectrum(k, plan, dtype),
+        k_f=k_f,
+        k_max=spectrum[:, 0].hypot(spectrum[:, 1]).flatten(1).amax(dim=1).contiguous(),
         f1=dft_factor(plan.n1, operand, device) if plan.n1 > 1 else None,
         f2=dft_factor(plan.n2, operand, device),
         f3=dft_factor(plan.n3, operand, device),
@@ -318,7 +363,7 @@ def fftconv(u: torch.Tensor, prepared: Prepared, v: torch.Tensor | None = None,
     strides = (u.stride(0), u.stride(1), w.stride(0), w.stride(1), v.stride(0), v.stride(1), y.stride(0), y.stride(1))
     if plan.n1 == 1:
         _row_kernel[(rows, 1)](
-            u, w, v, y, y, prepared.k_f, prepared.f2, prepared.f3, prepared.inner_twiddles, batch, channels, length,
+            u, w, v, y, y, prepared.k_f, prepared.k_max, prepared.f2, prepared.f3, prepared.inner_twiddles, batch, channels, length,
             *strides, N1=1, N2=plan.n2, N3=plan.n3, M=m, N2_IO=_half(plan.n2), CHUNK=plan.rows_per_pass, FUSED=True,
             GATED=gated, SCALE=scale, PRECISION=precision, num_warps=plan.num_warps, num_stages=plan.num_stages)
         return y
@@ -329,7 +374,7 @@ def fftconv(u: torch.Tensor, prepared: Prepared, v: torch.Tensor | None = None,
         N1=plan.n1, N1_IO=_half(plan.n1), M=m, BLOCK_M=plan.block_m, GATED=gated, SCALE=scale, PRECISION=precision,
         num_warps=plan.column_warps)
     _row_kernel[(rows, plan.n1)](
-        u, w, v, y, scratch, prepared.k_f, prepared.f2, prepared.f3, prepared.inner_twiddles, batch, channels, length,
+        u, w, v, y, scratch, prepared.k_f, prepared.k_max, prepared.f2, prepared.f3, prepared.inner_twiddles, batch, channels, length,
         *strides, N1=plan.n1, N2=plan.n2, N3=plan.n3, M=m, N2_IO=plan.n2, CHUNK=plan.rows_per_pass, FUSED=False,
         GATED=gated, SCALE=scale, PRECISION=precision, num_warps=plan.num_warps, num_stages=plan.num_stages)
     _column_inverse_kernel[columns](
