@@ -59,6 +59,13 @@ def sweep_main(description: str, default_budget_s: float, sweep: Callable[[argpa
     return 0
 
 
+def error_note(e: BaseException) -> str:
+    """A sweep row's note for a candidate that failed: the exception's type and first line
+    (a CUDA error's first line is the error; the lines after it are advice)."""
+    text = str(e)
+    return f"{type(e).__name__}: {text.splitlines()[0][:120] if text else ''}"
+
+
 def compile_ahead(compile_one: Callable[..., str], jobs: Iterable[tuple], workers: int) -> dict[tuple, str]:
     """compile_one(*job) for every job in `workers` fresh processes, and each job's error ("" when
     it compiled). compile_one (a module-level function: it is pickled) runs the candidate once on
@@ -79,7 +86,7 @@ def compile_ahead(compile_one: Callable[..., str], jobs: Iterable[tuple], worker
             try:
                 done[job] = future.result()
             except Exception as e:  # a worker that died (out of memory): the timing loop will say why
-                done[job] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+                done[job] = error_note(e)
         return done
 
 

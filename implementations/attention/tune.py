@@ -19,7 +19,7 @@ import torch
 from harness.timing import Timer, TimingPolicy
 from implementations.attention import triton_backward, triton_forward
 from implementations.attention.triton_common import tiling as make_tiling
-from implementations.sweep_cli import sweep_main
+from implementations.sweep_cli import error_note, sweep_main
 
 SHAPES = [  # B, H, N, D, causal
     (4, 16, 4096, 128, False),
@@ -75,7 +75,7 @@ def sweep(budget_s: float, head_dims: set[int] | None = None) -> list[dict]:
                     ms = timer.time(lambda: run(config)).median_ms
                     row["ms"], row["tflops"] = ms, matmuls * matmul_flops / (ms * 1e-3) / 1e12
                 except Exception as e:  # out of shared memory, a compiler refusal: recorded, not fatal
-                    row["note"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+                    row["note"] = error_note(e)
                 rows.append(row)
                 print(f"{name:8} B{batch} H{heads} N{n_ctx} D{head_dim} causal={causal!s:5} {row['tiling']:14} "
                       f"{row['ms']:8.3f} ms {row['tflops']:7.1f} TFLOP/s {row['note']}", flush=True)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from harness.timing import Timer, TimingPolicy
 from implementations.decoding import reference
 from implementations.decoding.triton_decoding import DecodeConfig, decode_attention
-from implementations.sweep_cli import sweep_main
+from implementations.sweep_cli import error_note, sweep_main
 
 SHAPES = [  # B, H, H_KV, N, page
     (1, 32, 8, 32768, 0),
@@ -84,7 +84,7 @@ def sweep(budget_s: float) -> list[dict]:
                 ms = timer.time(run, graph=True).median_ms
                 row["ms"], row["gbps"] = ms, kv_bytes / (ms * 1e-3) / 1e9
             except Exception as e:  # out of resources, a refusal: recorded, not fatal
-                row["note"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+                row["note"] = error_note(e)
             rows.append(row)
             print(f"{shape:28} {name:32} {row['ms']:8.4f} ms {row['gbps']:7.0f} GB/s {row['note']}", flush=True)
     return rows

@@ -28,7 +28,7 @@ scale each block by its largest magnitude (a max-reduction). The row kernel scal
 its input so that the row's L2 norm is HEADROOM, and the filter's product by 1 / KMAX (the
 channel's largest spectral magnitude); its DFT stages are unitary and its twiddles of unit
 modulus, so no element of any later stage exceeds HEADROOM, and every rounding is a plain
-cast (where a max-reduction at each of its four roundings a pass would cost four).
+cast (a max-reduction before each of its three roundings a pass cost six reductions a pass).
 OPERAND says which dtype each input dtype uses.
 """
 

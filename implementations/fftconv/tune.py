@@ -32,7 +32,7 @@ from harness.cases import Case
 from harness.timing import Timer, TimingPolicy
 from implementations.fftconv import monarch, peers, reference
 from implementations.fftconv import triton_fftconv as tf
-from implementations.sweep_cli import Candidates, compile_ahead, sweep_main
+from implementations.sweep_cli import Candidates, compile_ahead, error_note, sweep_main
 
 LENGTHS = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
 FACTORS = (16, 32, 64, 128)
@@ -89,8 +89,8 @@ def _compile_plan(batch: int, length: int, dtype_name: str, plan: monarch.Plan) 
         tf.fftconv(u, tf.prepare(k, length, dtype, plan), v, w)
         torch.cuda.synchronize()
         return ""
-    except Exception as e:  # recorded by the timing loop, which meets it again
-        return f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+    except Exception as e:  # the timing loop records it and skips the candidate
+        return error_note(e)
 
 
 def sweep(budget_s: float, lengths: tuple[int, ...], dtype: torch.dtype, jobs: int = 1) -> list[dict]:
@@ -134,7 +134,7 @@ def sweep(budget_s: float, lengths: tuple[int, ...], dtype: torch.dtype, jobs: i
                     row["note"] = f"rel err {row['rel_err']:.2e} > {allowed:.2e}"
                 row["ms"] = timer.time(run).median_ms
             except Exception as e:  # out of resources, a compile error: recorded, not fatal
-                row["note"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+                row["note"] = error_note(e)
             rows.append(row)
             print(f"{shape:22} {name:22} {row['ms']:9.3f} ms  err {row['rel_err']:.2e} {row['note']}", flush=True)
         del exact

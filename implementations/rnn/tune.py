@@ -24,7 +24,7 @@ from implementations.rnn import reference, triton_rnn_backward, triton_rnn_forwa
 from implementations.rnn.reference import GATES
 from implementations.rnn.triton_rnn import fused_rnn
 from implementations.rnn.triton_rnn_forward import RnnConfig
-from implementations.sweep_cli import sweep_main
+from implementations.sweep_cli import error_note, sweep_main
 from implementations.triton_support import architecture
 
 SHAPES = [("lstm", 16, 1024, 6, 128), ("gru", 16, 1024, 6, 128), ("slstm", 16, 1024, 6, 128), ("slstm", 16, 1024, 12, 64)]
@@ -91,7 +91,7 @@ def sweep(budget_s: float) -> list[dict]:
                     row["note"] = f"rel err {err:.2e}"
                 row["ms"] = ms
             except Exception as e:  # out of resources, a compile error: recorded, not fatal
-                row["note"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+                row["note"] = error_note(e)
             rows.append(row)
             print(f"{shape:26} {direction:8} {name:18} {row['ms']:9.3f} ms {row['note']}", flush=True)
     return rows
