@@ -13,8 +13,8 @@ from harness import registry, suites
 from harness.cases import Case
 from harness.needs import CUDA, TRITON
 from implementations import fftconv
-from tests.implementations.fftconv._support import Conv, assert_rule
-from tests.implementations.shared import reproduce
+from tests.implementations.fftconv._support import TOL, Conv, assert_rule
+from tests.implementations.shared import reproduce, verdict
 
 CPU = torch.device("cpu")
 BASE = dict(B=2, C=3, N=64, K=64, gated=False)
@@ -33,7 +33,7 @@ def impls() -> dict[str, registry.Implementation]:
 def test_the_technique_is_registered(impls):
     tech = registry.technique("fftconv")
     assert tech.parameters == ("B", "C", "N", "K", "gated")
-    assert tech.directions == ("fwd",) and tech.outputs == ("out",)
+    assert tech.directions == ("fwd", "fwd+bwd") and tech.outputs == ("out",)
     assert (tech.tolerance.multiple, tech.tolerance.floor) == (2.0, 1e-5)
     assert tech.summary
 
@@ -42,9 +42,10 @@ def test_implementations(impls):
     assert [impl.name for impl in registry.implementations("fftconv")] == ["reference", "triton", "conv1d", "torch-fft"]
     assert registry.reference("fftconv").name == "reference"
     ref, triton = impls["reference"], impls["triton"]
-    assert ref.dtypes == {torch.float64, torch.float32, torch.float16, torch.bfloat16} and ref.features == {"gated"}
+    assert ref.dtypes == {torch.float64, torch.float32, torch.float16, torch.bfloat16}
     assert triton.role == "triton" and triton.summary and TRITON in triton.needs
-    assert triton.dtypes == {torch.bfloat16, torch.float16, torch.float32} and triton.features == {"gated"}
+    assert triton.dtypes == {torch.bfloat16, torch.float16, torch.float32}
+    assert all(impl.features == {"gated", "backward"} for impl in impls.values())
     assert all(CUDA in impls[name].needs for name in ("conv1d", "torch-fft"))
 
 
@@ -102,8 +103,8 @@ def test_flops_by_hand():
     assert fftconv.flops(case(gated=True, K=5), "fwd") == 2 * 3 * (4480 + 390 + 128)
     L = 16384
     assert fftconv.flops(case(B=16, C=768, N=8192, K=8192), "fwd") == 16 * 768 * (5 * L * 14 + 6 * (L // 2 + 1))
-    with pytest.raises(ValueError, match="forward only"):
-        fftconv.flops(case(), "fwd+bwd")
+    # the backward: the input's gradient and the filter's, each counted as one more convolution
+    assert fftconv.flops(case(gated=True), "fwd+bwd") == 3 * fftconv.flops(case(gated=True), "fwd")
 
 
 @pytest.mark.parametrize("dtype,size", [(torch.bfloat16, 2), (torch.float16, 2), (torch.float32, 4), (torch.float64, 8)])
@@ -111,8 +112,9 @@ def test_min_bytes_by_hand(dtype, size):
     # B=2, C=3, N=64: u and y 2 * 2 * 3 * 64 = 768 elements, k 3 * 64 = 192; gated, v and w 768 more
     assert fftconv.min_bytes(case(), dtype, "fwd") == (768 + 192) * size
     assert fftconv.min_bytes(case(gated=True, K=8), dtype, "fwd") == (2 * 768 + 24) * size
-    with pytest.raises(ValueError, match="forward only"):
-        fftconv.min_bytes(case(), dtype, "fwd+bwd")
+    # fwd+bwd: the inputs (u, k) read again, y's gradient read, one gradient written per input
+    assert fftconv.min_bytes(case(), dtype, "fwd+bwd") == (768 + 192 + 2 * (384 + 192) + 384) * size
+    assert fftconv.min_bytes(case(gated=True, K=8), dtype, "fwd+bwd") == (2 * 768 + 24 + 2 * (3 * 384 + 24) + 384) * size
 
 
 # --- case checks and features -------------------------------------------------------------------
@@ -184,6 +186,24 @@ def test_builders_within_rule(impls, seed, name, gated):
     with torch.no_grad():
         out = impls[name].build(c, **tensors)()
     assert_rule(out, Conv(**tensors), f"{name} on {c.id}; {reproduce(seed)}")
+
+
+@pytest.mark.parametrize("name", ["reference", "triton"])
+def test_builders_differentiate_within_rule(impls, seed, name):
+    """fwd+bwd through the builders (inputs that require grad): u's gradient within the rule
+    against the float64 reference's (backward.py's own tests cover every input)."""
+    tech = registry.technique("fftconv")
+    c = case(B=2, C=3, N=300, K=100, gated=True)
+    tensors = tech.make_inputs(c, torch.bfloat16, CPU, seed).tensors
+    grads = {}
+    for dtype, impl in ((torch.bfloat16, impls[name]), (torch.float64, impls["reference"])):
+        leaves = {n: t.detach().to(dtype).requires_grad_() for n, t in tensors.items()}
+        impl.build(c, **leaves)().backward(torch.ones(2, 3, 300, dtype=dtype))
+        grads[dtype] = leaves["u"].grad
+    leaves = {n: t.detach().requires_grad_() for n, t in tensors.items()}
+    impls["reference"].build(c, **leaves)().backward(torch.ones(2, 3, 300, dtype=torch.bfloat16))
+    ok, line = verdict(grads[torch.bfloat16], leaves["u"].grad, grads[torch.float64], torch.bfloat16, TOL)
+    assert ok, f"{name} grad u on {c.id}; {reproduce(seed)}\n  {line}"
 
 
 def test_triton_builder_prepares_outside_the_call(impls, seed, monkeypatch):
