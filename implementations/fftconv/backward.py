@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from implementations.fftconv import reference
 from implementations.fftconv.triton_fftconv import fftconv, prepare
 
 
@@ -54,6 +55,7 @@ def _filter_gradient(grad_c: torch.Tensor, x: torch.Tensor, taps: int) -> torch.
 def monarch_fftconv_trainable(u: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None = None,
                               w: torch.Tensor | None = None) -> torch.Tensor:
     """y = conv(u) or v * conv(u * w) (reference.fftconv), differentiable in u, k, v and w."""
-    if (v is None) != (w is None):
-        raise ValueError("the gated form takes both v and w (or neither)")
+    problem = reference.shape_problem(u, k, v, w)
+    if problem:
+        raise ValueError(problem)
     return _MonarchConvolution.apply(u, k, v, w)

@@ -28,6 +28,7 @@ import time
 
 import torch
 
+from harness import registry
 from harness.cases import Case
 from harness.timing import Timer, TimingPolicy
 from implementations.fftconv import monarch, peers, reference
@@ -96,7 +97,7 @@ def _compile_plan(batch: int, length: int, dtype_name: str, plan: monarch.Plan) 
 def sweep(budget_s: float, lengths: tuple[int, ...], dtype: torch.dtype, jobs: int = 1) -> list[dict]:
     timer = Timer(torch.device("cuda"), TimingPolicy(min_samples=10, min_seconds=0.1, max_seconds=0.5))
     deadline = time.monotonic() + budget_s
-    dtype_name = next(name for name, d in DTYPES.items() if d == dtype)
+    dtype_name = registry.dtype_name(dtype)
     started = time.monotonic()
     compiled = compile_ahead(_compile_plan, [(_shape(n)[0], n, dtype_name, plan) for n in lengths
                                              for plan in candidates(n, dtype)], jobs)
