@@ -5,7 +5,8 @@
 # pass and the gate of S against A should fail; each gate's cases are in DIR/*.json and *.md.
 #   ci/gate-self-test.sh SUITE [TIER] [TECHNIQUE/IMPL] [FRACTION]
 #   ci/gate-self-test.sh attention quick attention/triton 0.10      # the defaults for attention
-# Exit 0 when both gates did as expected, 1 when one did not, 2 on bad input.
+# Exit 0 when both gates did as expected, 1 when one did not, 2 on bad input. A run already
+# finished in DIR is kept, so a runner that stops commands at a time limit can call it again.
 set -uo pipefail
 [[ $# -ge 1 ]] || { echo "usage: $0 SUITE [TIER] [TECHNIQUE/IMPL] [FRACTION]" >&2; exit 2; }
 suite=$1
@@ -19,6 +20,11 @@ impl=${target#*/}
 measure() {  # measure NAME [bench run options...]: a run into DIR/NAME; a failed row (exit 1) is the gate's to judge
     local name=$1 rc=0
     shift
+    if [[ -n $(find "$dir/$name" -name '*.parquet' 2> /dev/null) ]]; then
+        echo "$dir/$name: kept (a finished run is there)"
+        return
+    fi
+    rm -rf "${dir:?}/$name"
     bench run "$suite" --tier "$tier" --results "$dir/$name" "$@" || rc=$?
     (( rc < 2 )) || { echo "error: bench run $suite failed (exit $rc)" >&2; exit 2; }
 }

@@ -48,6 +48,10 @@ def test_the_slowed_run_fails_its_gate_and_both_gates_are_kept(fake, tmp_path):
     assert (tmp_path / "out" / "same.md").read_text() and (tmp_path / "out" / "slowed.md").read_text()
     assert done.returncode == (0 if "the same code twice: exit 0" in done.stdout else 1)
 
+    again = _self_test(tmp_path, str(suite), "quick", "fake/good", "1.0")  # as after a runner's time limit
+    assert all(f"out/{name}: kept" in again.stdout for name in "abs"), again.stdout
+    assert "fake/good slowed by 1.0: exit 1 (expected 1)" in again.stdout
+
 
 def test_a_target_without_an_implementation_is_refused(tmp_path):
     done = _self_test(tmp_path, "attention", "quick", "triton")
