@@ -16,7 +16,7 @@ from harness.needs import TRITON
 from harness.registry import Direction, Inputs, Technique, Tolerance, implementation, register_technique
 from implementations.decoding import reference
 from implementations.decoding.triton_decoding import DTYPES as TRITON_DTYPES
-from implementations.decoding.triton_decoding import decode_attention, unsupported_reason
+from implementations.decoding.triton_decoding import decode_attention, unsupported_reason, workspace_size
 
 PARAMETERS = ("B", "H", "H_KV", "Q", "N", "D", "page", "ragged")
 MAX_QUERIES = 8
@@ -120,7 +120,9 @@ def build_reference(case: Case, q, k, v, cache_lens, block_table=None):
 
 def _triton_builder(variant: str):
     def build(case: Case, q, k, v, cache_lens, block_table=None):
-        return lambda: decode_attention(q, k, v, cache_lens, block_table, variant=variant)
+        # Zeroed once, as an engine's workspace is: the kernel leaves it zeroed for the next call.
+        workspace = torch.zeros(workspace_size(case["B"], case["H_KV"]), device=q.device, dtype=torch.int32)
+        return lambda: decode_attention(q, k, v, cache_lens, block_table, variant=variant, workspace=workspace)
 
     build.__doc__ = {"split-kv": "flashsuite's FlashDecoding: split-KV chunks, online softmax, a combine pass",
                      "async-softmax": "flashsuite's FlashDecoding++: one unified max, no rescaling, fallback"}[variant]

@@ -173,6 +173,7 @@ def _split_kv_kernel(
                            stride_kp, stride_kt, stride_kh, stride_vp, stride_vt, stride_vh, stride_table,
                            qk_scale, phi, BLOCK_M, BLOCK_N, HEAD_DIM, PAGE_SIZE, PAGED, ASYNC_SOFTMAX,
                            DOT_PRECISION)
+    fell_back = 0
     if ASYNC_SOFTMAX:
         seen = m_i > -1.0e29  # rows with at least one visible key in this chunk
         out_of_window = row_valid & seen & ((m_i - phi > highest) | (m_i - phi < lowest))
@@ -184,7 +185,7 @@ def _split_kv_kernel(
                                    DOT_PRECISION)
         else:
             m_i = tl.where(seen, phi, m_i)
-        tl.store(Fallbacks + batch_kv * num_splits + split, fell_back)
+    tl.store(Fallbacks + batch_kv * num_splits + split, fell_back)  # every flag written: a kept workspace holds stale ones
 
     # Partial rows are indexed like the output: ((batch * H + head) * Q + query, split).
     out_row = (batch * KV_HEADS * GROUP + head) * QUERY_LEN + query
@@ -241,6 +242,12 @@ def _combine(PartialOut, PartialLse, Out, first_row, num_splits,
             tl.store(Out + row * HEAD_DIM + dims, tl.sum(weight[:, None] * partial, 0).to(Out.dtype.element_ty))
 
 
+def workspace_size(batch: int, kv_heads: int, num_splits: int = MAX_SPLITS) -> int:
+    """int32 elements of the zeroed workspace: an arrival counter per (sequence, KV head), then
+    a fallback flag per chunk."""
+    return batch * kv_heads * (1 + num_splits)
+
+
 def unsupported_reason(head_dim: int, query_len: int, group: int, dtype: torch.dtype) -> str | None:
     if head_dim not in HEAD_DIMS:
         return f"head dim {head_dim} is not supported (accepted: {', '.join(map(str, HEAD_DIMS))})"
@@ -254,13 +261,17 @@ def unsupported_reason(head_dim: int, query_len: int, group: int, dtype: torch.d
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache_lens: torch.Tensor,
                      block_table: torch.Tensor | None = None, *, variant: str = "split-kv",
                      sm_scale: float | None = None, unified_max: float = 0.0, num_splits: int | None = None,
-                     config: DecodeConfig | None = None, return_fallbacks: bool = False):
+                     config: DecodeConfig | None = None, return_fallbacks: bool = False,
+                     workspace: torch.Tensor | None = None):
     """Decoding attention (see reference.decode_attention for the shapes and the masking).
 
     variant: "split-kv" (FlashDecoding) or "async-softmax" (FlashDecoding++, exponents
     against `unified_max`, natural-log units of the scaled scores). num_splits and config
     default to the heuristic and the architecture's tiling. With return_fallbacks, also
     returns the async variant's per-(sequence x KV head, chunk) int32 fallback flags.
+    workspace: a zeroed int32 buffer of at least workspace_size(B, H_KV) elements, kept by the
+    caller across calls as a serving engine keeps its own (the kernel leaves it zeroed); without
+    one, every call zeroes a fresh buffer, one more launch on the GPU.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r} (accepted: {', '.join(VARIANTS)})")
@@ -301,8 +312,15 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache_le
     partial_out = torch.empty(rows, num_splits, head_dim, device=q.device, dtype=torch.float32)
     partial_lse = torch.empty(rows, num_splits, device=q.device, dtype=torch.float32)
     # One zeroed buffer: the arrival counters, then (async variant) the fallback flags.
-    counters = torch.zeros(batch * kv_heads * (1 + num_splits), device=q.device, dtype=torch.int32)
-    arrivals, fallbacks = counters[:batch * kv_heads], counters[batch * kv_heads:].view(batch * kv_heads, num_splits)
+    if workspace is None:
+        counters = torch.zeros(batch * kv_heads * (1 + num_splits), device=q.device, dtype=torch.int32)
+    elif workspace.dtype != torch.int32 or workspace.numel() < workspace_size(batch, kv_heads, num_splits) \
+            or workspace.device != q.device:
+        raise ValueError(f"workspace must be a zeroed int32 tensor of at least {workspace_size(batch, kv_heads, num_splits)} "
+                         f"elements on {q.device}, got {workspace.dtype}, {workspace.numel()} on {workspace.device}")
+    else:
+        counters = workspace
+    arrivals, fallbacks = counters[:batch * kv_heads], counters[batch * kv_heads:workspace_size(batch, kv_heads, num_splits)].view(batch * kv_heads, num_splits)
     if paged:
         table = block_table  # the kernel steps along a row of the table with unit stride
         if table.dtype != torch.int32 or table.stride(1) != 1:

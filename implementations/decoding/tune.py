@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from harness.timing import Timer, TimingPolicy
 from implementations.decoding import reference
-from implementations.decoding.triton_decoding import DecodeConfig, decode_attention
+from implementations.decoding.triton_decoding import DecodeConfig, decode_attention, workspace_size
 from implementations.sweep_cli import error_note, sweep_main
 
 SHAPES = [  # B, H, H_KV, N, page
@@ -60,6 +60,7 @@ def sweep(budget_s: float) -> list[dict]:
     for batch, heads, kv_heads, n_ctx, page in SHAPES:
         q, k, v, lens, table = _inputs(batch, heads, kv_heads, n_ctx, page)
         kv_bytes = 2 * batch * kv_heads * n_ctx * HEAD_DIM * 2
+        workspace = torch.zeros(workspace_size(batch, kv_heads), device="cuda", dtype=torch.int32)  # kept, as the suite's
         truth = reference.decode_attention(q.double(), k.double(), v.double(), lens, table).float()
         shape = f"B{batch} H{heads}/{kv_heads} N{n_ctx} page{page}"
         candidates = [(f"triton {c.block_n}x{c.warps}w{c.stages}s {c.programs_per_sm}/SM", c) for c in SPACE]
@@ -71,7 +72,7 @@ def sweep(budget_s: float) -> list[dict]:
             row = {"shape": shape, "impl": name, "ms": math.nan, "gbps": math.nan, "note": ""}
             try:
                 if isinstance(what, DecodeConfig):
-                    run = lambda c=what: decode_attention(q, k, v, lens, table, config=c)  # noqa: E731
+                    run = lambda c=what: decode_attention(q, k, v, lens, table, config=c, workspace=workspace)  # noqa: E731
                 else:
                     from torch.nn.attention import SDPBackend, sdpa_kernel
 

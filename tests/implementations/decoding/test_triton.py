@@ -253,6 +253,31 @@ def test_deterministic(seed, variant):
     assert bitwise_equal(first, second), f"two runs differ; {reproduce(seed)}"
 
 
+def test_a_kept_workspace_serves_call_after_call(seed):
+    """One workspace through calls of both variants and several split counts, a fallback
+    among them: each output is the fresh-buffer call's, bit for bit, and the buffer is left
+    zeroed (a counter left behind would make the next call combine too early, or never)."""
+    d = make_decode(seed, [77, 40], 8, 2, 3, 32, torch.bfloat16, page=5)
+    d = _plant_hot_key(d, b=0, kv_head=1, head=4, t=20, score=100.0)
+    workspace = torch.zeros(td.workspace_size(2, 2), dtype=torch.int32)
+    for variant, splits in [("split-kv", 5), ("async-softmax", 5), ("async-softmax", 3), ("split-kv", 1)]:
+        fresh = decode_attention(*d.args, variant=variant, num_splits=splits, return_fallbacks=True)
+        kept = decode_attention(*d.args, variant=variant, num_splits=splits, return_fallbacks=True,
+                                workspace=workspace)
+        assert bitwise_equal(fresh, kept), f"{variant}, {splits} splits: the kept workspace changed the output"
+        assert not workspace[:4].any(), f"{variant}, {splits} splits: arrival counters left at {workspace[:4].tolist()}"
+
+
+@pytest.mark.parametrize("workspace,match", [
+    (torch.zeros(2 * 2 * 6 - 1, dtype=torch.int32), r"at least 24 elements"),
+    (torch.zeros(64, dtype=torch.int64), r"zeroed int32 tensor"),
+])
+def test_a_workspace_too_small_or_not_int32_is_refused(workspace, match):
+    d = make_decode(0, [16, 9], 4, 2, 1, 32, torch.float32)
+    with pytest.raises(ValueError, match=match):
+        decode_attention(*d.args, num_splits=5, workspace=workspace)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_output_element_written(seed, variant):
     """With every torch.empty* NaN-filled (the output, the partials), no NaN survives, even
