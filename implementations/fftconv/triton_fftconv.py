@@ -107,19 +107,39 @@ def _load_pair(ptr, offsets, plane):
 
 
 @triton.jit
-def _row_kernel(U, W, V, Y, S, KF, KMAX, F2, F3, TW, batch, channels, length,
+def _input_row(U, W, b, ch, stride_ub, stride_uc, stride_wb, stride_wc, offsets, live, GATED: tl.constexpr):
+    """Row (b, ch) of x = u (or u * w) at `offsets`, in float32."""
+    x = tl.load(U + b * stride_ub + ch * stride_uc + offsets, mask=live, other=0.0).to(tl.float32)
+    if GATED:
+        x *= tl.load(W + b * stride_wb + ch * stride_wc + offsets, mask=live, other=0.0).to(tl.float32)
+    return x
+
+
+@triton.jit
+def _output_row(Y, V, b, ch, stride_yb, stride_yc, stride_vb, stride_vc, offsets, live, y, GATED: tl.constexpr):
+    """y (times v) into row (b, ch) of Y at `offsets`."""
+    if GATED:
+        y *= tl.load(V + b * stride_vb + ch * stride_vc + offsets, mask=live, other=0.0).to(tl.float32)
+    tl.store(Y + b * stride_yb + ch * stride_yc + offsets, y.to(Y.dtype.element_ty), mask=live)
+
+
+@triton.jit
+def _row_kernel(U, W, V, Y, S, KF, KMAX, F2, F3, TW, batch, groups, length,
                 stride_ub, stride_uc, stride_wb, stride_wc, stride_vb, stride_vc, stride_yb, stride_yc,
                 N1: tl.constexpr, N2: tl.constexpr, N3: tl.constexpr, M: tl.constexpr, N2_IO: tl.constexpr,
-                CHUNK: tl.constexpr, FUSED: tl.constexpr, GATED: tl.constexpr, SCALE: tl.constexpr,
-                PRECISION: tl.constexpr):
+                CHUNK: tl.constexpr, FUSED: tl.constexpr, PAIRED: tl.constexpr, COMPLEX: tl.constexpr,
+                GATED: tl.constexpr, SCALE: tl.constexpr, PRECISION: tl.constexpr):
     """One length-M (= N2 N3) transform, product with the filter's spectrum and inverse, on a
     [N2, N3] tile. FUSED (N1 = 1): the whole convolution of row (b, c), from u (and w) to y
     (and v), reading and writing only the first N2_IO rows (N2 / 2 where that is at least 16:
-    the rest is zero padding, or outputs past N). Else: row k1 of the scratch S [rows, 2, N1, M]
-    that the column kernels read and write (N2_IO = N2)."""
-    pid = tl.program_id(0)  # rows in channel-major order: a channel's rows share its spectrum
-    b = (pid % batch).to(tl.int64)  # 64-bit offsets: B C N may pass 2^31
-    ch = (pid // batch).to(tl.int64)
+    the rest is zero padding, or outputs past N); PAIRED, of rows b and b + 1 at once, as the
+    real and imaginary parts of one complex row. Else: row k1 of the scratch S
+    [groups x C, 2, N1, M] that the column kernels read and write (N2_IO = N2). COMPLEX (PAIRED,
+    or a scratch row): the first product's operand and the last product's result are complex."""
+    pid = tl.program_id(0)  # (pairs of) rows in channel-major order: a channel's rows share its spectrum
+    group = pid % groups  # a row, or PAIRED a pair of rows b, b + 1
+    ch = (pid // groups).to(tl.int64)  # 64-bit offsets: B C N may pass 2^31
+    b = (group * (2 if PAIRED else 1)).to(tl.int64)
     k1 = tl.program_id(1)
     rows = tl.arange(0, N2)
     io_rows = tl.arange(0, N2_IO)
@@ -127,41 +147,46 @@ def _row_kernel(U, W, V, Y, S, KF, KMAX, F2, F3, TW, batch, channels, length,
     tile = rows[:, None] * N3 + cols[None, :]
     io_tile = io_rows[:, None] * N3 + cols[None, :]
     scratch = S + pid.to(tl.int64) * (2 * N1 * M) + k1 * M
+    out_r = tl.zeros([N2_IO, N3], dtype=tl.float32)
+    out_i = tl.zeros([N2_IO, N3], dtype=tl.float32)
 
-    # The operand of the first product, all its rows: u (times w), real; or row k1 of the scratch.
+    # The operand of the first product: u (times w) of one row, real, or of two rows as one
+    # complex row; or row k1 of the scratch. Its scales: SCALE, the tile's norm becomes
+    # HEADROOM and the filter's product is divided by KMAX, so every later rounding is a plain
+    # cast; PAIRED, each row of the pair is brought to the same norm first, so neither row's
+    # roundings are set by the other's magnitude. The output is scaled back once, at the end.
+    scale_r = 1.0
+    scale_i = 1.0
+    filter_scale = 1.0
     if FUSED:
         live = io_tile < length
-        x = tl.load(U + b * stride_ub + ch * stride_uc + io_tile, mask=live, other=0.0).to(tl.float32)
-        if GATED:
-            x *= tl.load(W + b * stride_wb + ch * stride_wc + io_tile, mask=live, other=0.0).to(tl.float32)
-        out_r = tl.zeros([N2_IO, N3], dtype=tl.float32)
+        xr = _input_row(U, W, b, ch, stride_ub, stride_uc, stride_wb, stride_wc, io_tile, live, GATED)
+        if PAIRED:
+            partner = io_tile < tl.where(b + 1 < batch, length, 0)  # row b + 1, if there is one
+            xi = _input_row(U, W, b + 1, ch, stride_ub, stride_uc, stride_wb, stride_wc, io_tile, partner, GATED)
+            target = HEADROOM * 0.70710678 if SCALE else 1.0  # the pair's norm is then HEADROOM
+            norm_r = _norm(xr)
+            norm_i = _norm(xi)
+            scale_r = target / tl.where(norm_r > 0.0, norm_r, 1.0)
+            scale_i = target / tl.where(norm_i > 0.0, norm_i, 1.0)
+        elif SCALE:
+            norm = _norm(xr)
+            scale_r = HEADROOM / tl.where(norm > 0.0, norm, 1.0)
     else:
         xr, xi = _load_pair(scratch, tile, N1 * M)
-        out_r = tl.zeros([N2, N3], dtype=tl.float32)
-        out_i = tl.zeros([N2, N3], dtype=tl.float32)
-    # SCALE: the row's norm becomes HEADROOM, and the filter's product is divided by KMAX, so
-    # every later rounding is a plain cast; the output is scaled back once, at the end.
-    if SCALE:
-        if FUSED:
-            norm = _norm(x)
-        else:
+        if SCALE:
             norm_r = _norm(xr)
             norm_i = _norm(xi)
             norm = tl.sqrt(norm_r * norm_r + norm_i * norm_i)
-        scale = HEADROOM / tl.where(norm > 0.0, norm, 1.0)
+            scale_r = HEADROOM / tl.where(norm > 0.0, norm, 1.0)
+            scale_i = scale_r
+    if SCALE:
         filter_scale = tl.load(KMAX + ch)
         filter_scale = 1.0 / tl.where(filter_scale > 0.0, filter_scale, 1.0)
-        if FUSED:
-            x *= scale
-        else:
-            xr *= scale
-            xi *= scale
     operand = F2.dtype.element_ty
-    if FUSED:
-        xs = x.to(operand)
-    else:
-        xr_s = xr.to(operand)
-        xi_s = xi.to(operand)
+    xr_s = (xr * scale_r).to(operand)
+    if COMPLEX:
+        xi_s = (xi * scale_i).to(operand)
 
     # CHUNK rows k2 of the spectrum at a time (all N2 when CHUNK = N2): each goes through the
     # twiddles, @ F3, the filter's product, @ conj(F3) and the conjugate twiddles on its own,
@@ -171,13 +196,12 @@ def _row_kernel(U, W, V, Y, S, KF, KMAX, F2, F3, TW, batch, channels, length,
         ks = c0 + tl.arange(0, CHUNK)
         chunk = ks[:, None] * N3 + cols[None, :]
         # Forward: F2 @ Z contracts n2 (rows k2 out), the twiddles, @ F3 contracts n3 (columns k3 out).
-        if FUSED:
-            f_re, f_im = _load_pair(F2, ks[:, None] * N2 + io_rows[None, :], N2 * N2)  # F2[ks, :N2_IO]
-            zr = tl.dot(f_re, xs, input_precision=PRECISION)
-            zi = tl.dot(f_im, xs, input_precision=PRECISION)
-        else:
-            f_re, f_im = _load_pair(F2, ks[:, None] * N2 + rows[None, :], N2 * N2)
+        f_re, f_im = _load_pair(F2, ks[:, None] * N2 + io_rows[None, :], N2 * N2)  # F2[ks, :N2_IO]
+        if COMPLEX:
             zr, zi = _cdot(f_re, f_im, xr_s, xi_s, PRECISION)
+        else:
+            zr = tl.dot(f_re, xr_s, input_precision=PRECISION)
+            zi = tl.dot(f_im, xr_s, input_precision=PRECISION)
         t_re, t_im = _load_pair(TW, chunk, M)
         zr, zi = zr * t_re - zi * t_im, zr * t_im + zi * t_re
         g_re, g_im = _load_pair(F3, cols[:, None] * N3 + cols[None, :], N3 * N3)
@@ -186,11 +210,8 @@ def _row_kernel(U, W, V, Y, S, KF, KMAX, F2, F3, TW, batch, channels, length,
         # The filter's spectrum, in the same digit-reversed order; the product in float32.
         k_f = KF + ch * (2 * N1 * M) + k1 * M
         kr, ki = _load_pair(k_f, chunk, N1 * M)
-        kr = kr.to(tl.float32)
-        ki = ki.to(tl.float32)
-        if SCALE:
-            kr *= filter_scale
-            ki *= filter_scale
+        kr = kr.to(tl.float32) * filter_scale
+        ki = ki.to(tl.float32) * filter_scale
         zr, zi = zr * kr - zi * ki, zr * ki + zi * kr
 
         # Inverse: @ conj(F3), the conjugate twiddles, conj(F2) @ (natural order again). The
@@ -201,54 +222,82 @@ def _row_kernel(U, W, V, Y, S, KF, KMAX, F2, F3, TW, batch, channels, length,
         zr, zi = zr * t_re + zi * t_im, zi * t_re - zr * t_im
         ar = zr.to(operand)
         ai = zi.to(operand)
-        if FUSED:
-            # Only the real part of the first N2_IO rows is wanted: Re(conj(F2) @ E) = F2r @ Er + F2i @ Ei.
-            f_re, f_im = _load_pair(F2, io_rows[:, None] * N2 + ks[None, :], N2 * N2)  # F2[:N2_IO, ks]
-            out_r = tl.dot(f_re, ar, out_r, input_precision=PRECISION)
-            out_r = tl.dot(f_im, ai, out_r, input_precision=PRECISION)
-        else:
-            f_re, f_im = _load_pair(F2, rows[:, None] * N2 + ks[None, :], N2 * N2)
+        f_re, f_im = _load_pair(F2, io_rows[:, None] * N2 + ks[None, :], N2 * N2)  # F2[:N2_IO, ks]
+        if COMPLEX:
             part_r, part_i = _cdot(f_re, -f_im, ar, ai, PRECISION)
             out_r += part_r
             out_i += part_i
+        else:
+            # One real row: only the real part is wanted, Re(conj(F2) @ E) = F2r @ Er + F2i @ Ei.
+            out_r = tl.dot(f_re, ar, out_r, input_precision=PRECISION)
+            out_r = tl.dot(f_im, ai, out_r, input_precision=PRECISION)
 
-    if SCALE:
-        unscale = 1.0 / (scale * filter_scale)
-        out_r *= unscale
-        if not FUSED:
-            out_i *= unscale
+    out_r *= 1.0 / (scale_r * filter_scale)
     if FUSED:
-        y = out_r
-        if GATED:
-            y *= tl.load(V + b * stride_vb + ch * stride_vc + io_tile, mask=live, other=0.0).to(tl.float32)
-        tl.store(Y + b * stride_yb + ch * stride_yc + io_tile, y.to(Y.dtype.element_ty), mask=live)
+        _output_row(Y, V, b, ch, stride_yb, stride_yc, stride_vb, stride_vc, io_tile, live, out_r, GATED)
+        if PAIRED:
+            out_i *= 1.0 / (scale_i * filter_scale)
+            _output_row(Y, V, b + 1, ch, stride_yb, stride_yc, stride_vb, stride_vc, io_tile, partner, out_i, GATED)
     else:
+        out_i *= 1.0 / (scale_i * filter_scale)
         tl.store(scratch + tile, out_r)
         tl.store(scratch + N1 * M + tile, out_i)
 
 
 @triton.jit
-def _column_forward_kernel(U, W, S, F1, TW, batch, length, stride_ub, stride_uc, stride_wb, stride_wc,
-                           N1: tl.constexpr, N1_IO: tl.constexpr, M: tl.constexpr, BLOCK_M: tl.constexpr,
-                           GATED: tl.constexpr, SCALE: tl.constexpr, PRECISION: tl.constexpr):
-    """The outer level's forward on columns [j BLOCK_M, (j + 1) BLOCK_M) of the [N1, M] view
-    of row (b, c): F1 @ (contracting n1 over the first N1_IO rows: N1 / 2 where that is at
-    least 16, the rest being zero padding), times W_L^(m k1), into the scratch S [rows, 2, N1, M]."""
+def _row_scale_kernel(U, W, RowScale, batch, length, target, stride_ub, stride_uc, stride_wb, stride_wc,
+                      BLOCK: tl.constexpr, GATED: tl.constexpr):
+    """RowScale[c batch + b] = target / |x| for row (b, c) of x = u (or u * w): the scale the
+    paired column kernel brings each row to before two rows share one complex row. The norm
+    is summed as LAPACK's nrm2 does, on values divided by the largest seen so far, so the
+    squares of bfloat16-range values cannot overflow."""
     pid = tl.program_id(0)
-    b = (pid % batch).to(tl.int64)  # 64-bit offsets: B C N may pass 2^31
+    b = (pid % batch).to(tl.int64)
     ch = (pid // batch).to(tl.int64)
+    peak = 0.0
+    sum_sq = 0.0  # of x / peak
+    for start in range(0, length, BLOCK):
+        offsets = start + tl.arange(0, BLOCK)
+        x = tl.abs(_input_row(U, W, b, ch, stride_ub, stride_uc, stride_wb, stride_wc, offsets, offsets < length,
+                              GATED))
+        new_peak = tl.maximum(peak, tl.max(x, 0))
+        ratio = tl.where(new_peak > 0.0, peak / new_peak, 0.0)
+        x = x / tl.where(new_peak > 0.0, new_peak, 1.0)
+        sum_sq = sum_sq * ratio * ratio + tl.sum(x * x, 0)
+        peak = new_peak
+    norm = peak * tl.sqrt(sum_sq)
+    tl.store(RowScale + pid, target / tl.where(norm > 0.0, norm, 1.0))
+
+
+@triton.jit
+def _column_forward_kernel(U, W, S, RowScale, F1, TW, batch, groups, length, stride_ub, stride_uc, stride_wb, stride_wc,
+                           N1: tl.constexpr, N1_IO: tl.constexpr, M: tl.constexpr, BLOCK_M: tl.constexpr,
+                           PAIRED: tl.constexpr, GATED: tl.constexpr, SCALE: tl.constexpr, PRECISION: tl.constexpr):
+    """The outer level's forward on columns [j BLOCK_M, (j + 1) BLOCK_M) of the [N1, M] view
+    of row (b, c), or PAIRED of rows b and b + 1 as one complex row (each at its RowScale):
+    F1 @ (contracting n1 over the first N1_IO rows: N1 / 2 where that is at least 16, the rest
+    being zero padding), times W_L^(m k1), into the scratch S [groups x C, 2, N1, M]."""
+    pid = tl.program_id(0)
+    group = pid % groups
+    ch = (pid // groups).to(tl.int64)  # 64-bit offsets: B C N may pass 2^31
+    b = (group * (2 if PAIRED else 1)).to(tl.int64)
     k1 = tl.arange(0, N1)
     n1 = tl.arange(0, N1_IO)
     m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     n = n1[:, None] * M + m[None, :]
     live = n < length
-    x = tl.load(U + b * stride_ub + ch * stride_uc + n, mask=live, other=0.0).to(tl.float32)
-    if GATED:
-        x *= tl.load(W + b * stride_wb + ch * stride_wc + n, mask=live, other=0.0).to(tl.float32)
-    xs, unscale = _real_operand(x, F1, SCALE)
+    x = _input_row(U, W, b, ch, stride_ub, stride_uc, stride_wb, stride_wc, n, live, GATED)
     f_re, f_im = _load_pair(F1, k1[:, None] * N1 + n1[None, :], N1 * N1)
-    zr = tl.dot(f_re, xs, input_precision=PRECISION) * unscale
-    zi = tl.dot(f_im, xs, input_precision=PRECISION) * unscale
+    if PAIRED:
+        partner = n < tl.where(b + 1 < batch, length, 0)  # row b + 1, if there is one
+        x2 = _input_row(U, W, b + 1, ch, stride_ub, stride_uc, stride_wb, stride_wc, n, partner, GATED)
+        xr = (x * tl.load(RowScale + ch * batch + b)).to(F1.dtype.element_ty)
+        xi = (x2 * tl.load(RowScale + ch * batch + tl.minimum(b + 1, batch - 1))).to(F1.dtype.element_ty)
+        zr, zi = _cdot(f_re, f_im, xr, xi, PRECISION)
+    else:
+        xs, unscale = _real_operand(x, F1, SCALE)
+        zr = tl.dot(f_re, xs, input_precision=PRECISION) * unscale
+        zi = tl.dot(f_im, xs, input_precision=PRECISION) * unscale
     tile = k1[:, None] * M + m[None, :]
     t_re, t_im = _load_pair(TW, tile, N1 * M)
     scratch = S + pid.to(tl.int64) * (2 * N1 * M)
@@ -257,14 +306,16 @@ def _column_forward_kernel(U, W, S, F1, TW, batch, length, stride_ub, stride_uc,
 
 
 @triton.jit
-def _column_inverse_kernel(S, V, Y, F1, TW, batch, length, stride_vb, stride_vc, stride_yb, stride_yc,
+def _column_inverse_kernel(S, V, Y, RowScale, F1, TW, batch, groups, length, stride_vb, stride_vc, stride_yb, stride_yc,
                            N1: tl.constexpr, N1_IO: tl.constexpr, M: tl.constexpr, BLOCK_M: tl.constexpr,
-                           GATED: tl.constexpr, SCALE: tl.constexpr, PRECISION: tl.constexpr):
+                           PAIRED: tl.constexpr, GATED: tl.constexpr, SCALE: tl.constexpr, PRECISION: tl.constexpr):
     """The outer level's inverse: conj twiddles, conj(F1) @ (contracting k1; only the first
-    N1_IO output rows, and only their real part), the gate v, into y."""
+    N1_IO output rows), the gate v, into y: the real part, or PAIRED the real part into row b
+    and the imaginary part into row b + 1, each scaled back from its RowScale."""
     pid = tl.program_id(0)
-    b = (pid % batch).to(tl.int64)  # 64-bit offsets: B C N may pass 2^31
-    ch = (pid // batch).to(tl.int64)
+    group = pid % groups
+    ch = (pid // groups).to(tl.int64)  # 64-bit offsets: B C N may pass 2^31
+    b = (group * (2 if PAIRED else 1)).to(tl.int64)
     k1 = tl.arange(0, N1)
     n1 = tl.arange(0, N1_IO)
     m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -275,13 +326,18 @@ def _column_inverse_kernel(S, V, Y, F1, TW, batch, length, stride_vb, stride_vc,
     zr, zi = zr * t_re + zi * t_im, zi * t_re - zr * t_im
     ar, ai, unscale = _operand(zr, zi, F1, SCALE)
     f_re, f_im = _load_pair(F1, n1[:, None] * N1 + k1[None, :], N1 * N1)
-    y = tl.dot(f_re, ar, input_precision=PRECISION)
-    y = tl.dot(f_im, ai, y, input_precision=PRECISION) * unscale
     n = n1[:, None] * M + m[None, :]
     live = n < length
-    if GATED:
-        y *= tl.load(V + b * stride_vb + ch * stride_vc + n, mask=live, other=0.0).to(tl.float32)
-    tl.store(Y + b * stride_yb + ch * stride_yc + n, y.to(Y.dtype.element_ty), mask=live)
+    if PAIRED:
+        y, y2 = _cdot(f_re, -f_im, ar, ai, PRECISION)  # Re and Im of conj(F1) @ Z
+        partner = n < tl.where(b + 1 < batch, length, 0)  # row b + 1, if there is one
+        y *= unscale / tl.load(RowScale + ch * batch + b)
+        y2 *= unscale / tl.load(RowScale + ch * batch + tl.minimum(b + 1, batch - 1))
+        _output_row(Y, V, b + 1, ch, stride_yb, stride_yc, stride_vb, stride_vc, n, partner, y2, GATED)
+    else:
+        y = tl.dot(f_re, ar, input_precision=PRECISION)
+        y = tl.dot(f_im, ai, y, input_precision=PRECISION) * unscale
+    _output_row(Y, V, b, ch, stride_yb, stride_yc, stride_vb, stride_vc, n, live, y, GATED)
 
 
 # --- the launcher -----------------------------------------------------------------------------
@@ -361,26 +417,38 @@ def fftconv(u: torch.Tensor, prepared: Prepared, v: torch.Tensor | None = None,
     precision = dot_precision(prepared.f2.dtype)
     m = plan.n2 * plan.n3
     strides = (u.stride(0), u.stride(1), w.stride(0), w.stride(1), v.stride(0), v.stride(1), y.stride(0), y.stride(1))
+    # Two rows of a channel (the same filter) go through one complex transform as its real and
+    # imaginary parts (FlashFFTConv's packing): the middle products and the scratch per row halve.
+    paired = batch > 1
+    groups = triton.cdiv(batch, 2) if paired else batch
+    programs = groups * channels
     if plan.n1 == 1:
-        _row_kernel[(rows, 1)](
-            u, w, v, y, y, prepared.k_f, prepared.k_max, prepared.f2, prepared.f3, prepared.inner_twiddles, batch, channels, length,
-            *strides, N1=1, N2=plan.n2, N3=plan.n3, M=m, N2_IO=_half(plan.n2), CHUNK=plan.rows_per_pass, FUSED=True,
-            GATED=gated, SCALE=scale, PRECISION=precision, num_warps=plan.num_warps, num_stages=plan.num_stages)
+        _row_kernel[(programs, 1)](
+            u, w, v, y, y, prepared.k_f, prepared.k_max, prepared.f2, prepared.f3, prepared.inner_twiddles, batch, groups,
+            length, *strides, N1=1, N2=plan.n2, N3=plan.n3, M=m, N2_IO=_half(plan.n2), CHUNK=plan.rows_per_pass,
+            FUSED=True, PAIRED=paired, COMPLEX=paired, GATED=gated, SCALE=scale, PRECISION=precision,
+            num_warps=plan.num_warps, num_stages=plan.num_stages)
         return y
-    scratch = torch.empty(rows, 2, plan.n1, m, device=u.device, dtype=torch.float32)
-    columns = (rows, m // plan.block_m)
+    row_scale = y  # never read unpaired
+    if paired:  # each row brought to one norm before it shares a complex row (HEADROOM's bound, halved in energy)
+        row_scale = torch.empty(rows, device=u.device, dtype=torch.float32)
+        _row_scale_kernel[(rows,)](u, w, row_scale, batch, length, HEADROOM.value * 0.70710678 if scale else 1.0,
+                                   *strides[:4], BLOCK=1024, GATED=gated)
+    scratch = torch.empty(programs, 2, plan.n1, m, device=u.device, dtype=torch.float32)
+    columns = (programs, m // plan.block_m)
     _column_forward_kernel[columns](
-        u, w, scratch, prepared.f1, prepared.outer_twiddles, batch, length, *strides[:4],
-        N1=plan.n1, N1_IO=_half(plan.n1), M=m, BLOCK_M=plan.block_m, GATED=gated, SCALE=scale, PRECISION=precision,
-        num_warps=plan.column_warps)
-    _row_kernel[(rows, plan.n1)](
-        u, w, v, y, scratch, prepared.k_f, prepared.k_max, prepared.f2, prepared.f3, prepared.inner_twiddles, batch, channels, length,
-        *strides, N1=plan.n1, N2=plan.n2, N3=plan.n3, M=m, N2_IO=plan.n2, CHUNK=plan.rows_per_pass, FUSED=False,
-        GATED=gated, SCALE=scale, PRECISION=precision, num_warps=plan.num_warps, num_stages=plan.num_stages)
+        u, w, scratch, row_scale, prepared.f1, prepared.outer_twiddles, batch, groups, length, *strides[:4],
+        N1=plan.n1, N1_IO=_half(plan.n1), M=m, BLOCK_M=plan.block_m, PAIRED=paired, GATED=gated, SCALE=scale,
+        PRECISION=precision, num_warps=plan.column_warps)
+    _row_kernel[(programs, plan.n1)](
+        u, w, v, y, scratch, prepared.k_f, prepared.k_max, prepared.f2, prepared.f3, prepared.inner_twiddles, batch,
+        groups, length, *strides, N1=plan.n1, N2=plan.n2, N3=plan.n3, M=m, N2_IO=plan.n2, CHUNK=plan.rows_per_pass,
+        FUSED=False, PAIRED=paired, COMPLEX=True, GATED=gated, SCALE=scale, PRECISION=precision,
+        num_warps=plan.num_warps, num_stages=plan.num_stages)
     _column_inverse_kernel[columns](
-        scratch, v, y, prepared.f1, prepared.outer_twiddles, batch, length, *strides[4:],
-        N1=plan.n1, N1_IO=_half(plan.n1), M=m, BLOCK_M=plan.block_m, GATED=gated, SCALE=scale, PRECISION=precision,
-        num_warps=plan.column_warps)
+        scratch, v, y, row_scale, prepared.f1, prepared.outer_twiddles, batch, groups, length, *strides[4:],
+        N1=plan.n1, N1_IO=_half(plan.n1), M=m, BLOCK_M=plan.block_m, PAIRED=paired, GATED=gated, SCALE=scale,
+        PRECISION=precision, num_warps=plan.column_warps)
     return y
 
 

@@ -124,6 +124,28 @@ def test_chunked_row_kernel_within_rule_and_equal_to_the_whole_tile(seed, name, 
         torch.testing.assert_close(out, whole, rtol=1e-4, atol=1e-5, msg=lambda m: f"{m}\n{name}; {reproduce(seed)}")
 
 
+PAIRED_PLANS = {"fused": None, "3pass": Plan(16, 16, 16)}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("plan_name", list(PAIRED_PLANS))
+def test_paired_rows_keep_their_own_precision(seed, plan_name, dtype):
+    """Rows b and b + 1 share one complex transform: an odd batch leaves the last row without a
+    partner, and rows 1e4 apart in magnitude share a pair. Each row on its own is within the
+    rule (a row judged beside a 1e8-times larger one would hide its errors), and each row's
+    output is what it gets convolved alone (B = 1, unpaired), to the rule's tolerance."""
+    conv = make_conv(seed, 5, 2, 1000, 1000, True, torch.float32)
+    magnitudes = torch.tensor([1e2, 1e-2, 1.0, 3e3, 1e-1]).view(5, 1, 1)  # pairs (0, 1), (2, 3), and 4 alone
+    conv = conv.with_(u=conv.u * magnitudes).to(dtype)
+    plan = PAIRED_PLANS[plan_name]
+    out = monarch_fftconv(*conv.args, plan=plan)
+    for b in range(5):
+        row = conv.with_(u=conv.u[b:b + 1], v=conv.v[b:b + 1], w=conv.w[b:b + 1])
+        assert_rule(out[b:b + 1], row, f"row {b} of 5 (x {magnitudes[b].item():g}), {describe(conv)}, "
+                                        f"plan {plan}; {reproduce(seed)}")
+        assert_rule(monarch_fftconv(*row.args, plan=plan), row, f"row {b} alone; {reproduce(seed)}")
+
+
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
 @pytest.mark.parametrize("scale", [1e4, 1e-5], ids=["huge", "tiny"])
 def test_magnitudes_outside_float16(seed, dtype, scale):
