@@ -81,12 +81,13 @@ def _shape(length: int) -> tuple[int, int]:
     return (16, 768) if length == 8192 else (8, 512)
 
 
-def _compile_plan(batch: int, length: int, dtype_name: str, plan: monarch.Plan) -> str:
-    """One call of `plan` on 16 channels (the same divisibility class as the swept 768 or 512, so
-    the same kernels, at a fraction of the memory): its kernels land in Triton's cache."""
+def _compile_plan(batch: int, channels: int, length: int, dtype_name: str, plan: monarch.Plan) -> str:
+    """One call of `plan` on the swept shape: its kernels land in Triton's cache, and a kernel
+    that faults the GPU there (Triton 3.6's illegal addresses, which a smaller grid did not
+    show) fails this process, not the timing loop."""
     dtype = DTYPES[dtype_name]
     try:
-        u, k, v, w = _inputs(batch, 16, length, dtype)
+        u, k, v, w = _inputs(batch, channels, length, dtype)
         tf.fftconv(u, tf.prepare(k, length, dtype, plan), v, w)
         torch.cuda.synchronize()
         return ""
@@ -99,7 +100,7 @@ def sweep(budget_s: float, lengths: tuple[int, ...], dtype: torch.dtype, jobs: i
     deadline = time.monotonic() + budget_s
     dtype_name = registry.dtype_name(dtype)
     started = time.monotonic()
-    compiled = compile_ahead(_compile_plan, [(_shape(n)[0], n, dtype_name, plan) for n in lengths
+    compiled = compile_ahead(_compile_plan, [(*_shape(n), n, dtype_name, plan) for n in lengths
                                              for plan in candidates(n, dtype)], jobs)
     if compiled:
         print(f"compiled {len(compiled)} candidates in {jobs} processes in {time.monotonic() - started:.0f} s "
