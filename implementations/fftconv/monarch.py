@@ -53,6 +53,7 @@ class Plan:
     column_warps: int = 4
     chunk: int = 0  # rows k2 of the tile the row kernel takes at a time; 0: all n2 at once
     num_stages: int = 3  # the row kernel's software pipelining of its chunk loop (Triton's default: 3)
+    paired: bool = True  # two rows of a channel a transform, when the batch has two (triton_fftconv.py)
 
     @property
     def rows_per_pass(self) -> int:
@@ -115,10 +116,15 @@ PLANS = {"interpreter": _SM90, "sm90": _SM90, "sm100": _SM90, "sm80": _SM90, "sm
 # spills 3.4 KB a thread). Longer, by the offline compile (not yet timed): n1 = 128, its column
 # kernels on 16 columns at 8 warps (64 columns at 4 warps spill 15-40 KB), and the least-spilling
 # row tile (16 x 64: 0.7 KB; at N = 131072 no 2048-element tile spills under 3.4 KB).
+# Two rows a transform (the packing) made float32 faster to N = 8192 (7.1 -> 4.4 ms at the
+# headline) and 5-8x slower from N = 16384 (5.4 -> 41 ms; 68 -> 341 at 65536), where the
+# column kernels' 64- and 128-row complex FMA dots take twice the registers of the real ones:
+# those plans keep one row a transform (the ninth entry).
 _SM90_FP32 = {
     256: (1, 16, 16, 4), 512: (1, 16, 32, 4), 1024: (1, 32, 32, 4), 2048: (1, 64, 32, 8),
-    4096: (16, 16, 16, 4), 8192: (16, 16, 32, 4), 16384: (32, 16, 32, 4), 1 << 15: (64, 16, 32, 4),
-    1 << 16: (64, 32, 32, 8), 1 << 17: (128, 16, 64, 8, 0, 3, 16, 8), 1 << 18: (128, 32, 64, 16, 0, 3, 16, 8),
+    4096: (16, 16, 16, 4), 8192: (16, 16, 32, 4), 16384: (32, 16, 32, 4),
+    1 << 15: (64, 16, 32, 4, 0, 3, 64, 4, False), 1 << 16: (64, 32, 32, 8, 0, 3, 64, 4, False),
+    1 << 17: (128, 16, 64, 8, 0, 3, 16, 8, False), 1 << 18: (128, 32, 64, 16, 0, 3, 16, 8, False),
 }
 FP32_PLANS = {arch: _SM90_FP32 for arch in PLANS}
 FUSED_MAX_L = 16384
@@ -150,7 +156,8 @@ def make_plan(length: int, dtype: torch.dtype = torch.bfloat16) -> Plan:
         raise ValueError(reason)
     tables = FP32_PLANS if dtype == torch.float32 else PLANS
     n1, n2, n3, warps, *rest = tables[architecture()][fft_length(length)]
-    return Plan(n1, n2, n3, num_warps=warps, **dict(zip(("chunk", "num_stages", "block_m", "column_warps"), rest)))
+    return Plan(n1, n2, n3, num_warps=warps,
+                **dict(zip(("chunk", "num_stages", "block_m", "column_warps", "paired"), rest)))
 
 
 # --- the constant tables, built once in float64 and rounded -----------------------------------

@@ -419,7 +419,7 @@ def fftconv(u: torch.Tensor, prepared: Prepared, v: torch.Tensor | None = None,
     strides = (u.stride(0), u.stride(1), w.stride(0), w.stride(1), v.stride(0), v.stride(1), y.stride(0), y.stride(1))
     # Two rows of a channel (the same filter) go through one complex transform as its real and
     # imaginary parts (FlashFFTConv's packing): the middle products and the scratch per row halve.
-    paired = batch > 1
+    paired = batch > 1 and plan.paired
     groups = triton.cdiv(batch, 2) if paired else batch
     programs = groups * channels
     if plan.n1 == 1:

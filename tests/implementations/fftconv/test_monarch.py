@@ -43,6 +43,8 @@ def test_a_plans_entry_may_name_its_chunk_and_stages(monkeypatch):
     assert monarch.make_plan(8192) == Plan(1, 128, 128, num_warps=8, chunk=32, num_stages=2)
     monkeypatch.setitem(monarch.PLANS["sm90"], 16384, (1, 128, 128, 16))
     assert monarch.make_plan(8192) == Plan(1, 128, 128, num_warps=16, chunk=0, num_stages=3)
+    monkeypatch.setitem(monarch.PLANS["sm90"], 16384, (16, 32, 32, 8, 0, 3, 32, 8, False))
+    assert monarch.make_plan(8192) == Plan(16, 32, 32, num_warps=8, block_m=32, column_warps=8, paired=False)
 
 
 @pytest.mark.parametrize("N", tune.LENGTHS)

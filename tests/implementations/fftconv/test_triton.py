@@ -124,7 +124,7 @@ def test_chunked_row_kernel_within_rule_and_equal_to_the_whole_tile(seed, name, 
         torch.testing.assert_close(out, whole, rtol=1e-4, atol=1e-5, msg=lambda m: f"{m}\n{name}; {reproduce(seed)}")
 
 
-PAIRED_PLANS = {"fused": None, "3pass": Plan(16, 16, 16)}
+PAIRED_PLANS = {"fused": None, "3pass": Plan(16, 16, 16), "3pass-one-row": Plan(16, 16, 16, paired=False)}
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
@@ -133,7 +133,8 @@ def test_paired_rows_keep_their_own_precision(seed, plan_name, dtype):
     """Rows b and b + 1 share one complex transform: an odd batch leaves the last row without a
     partner, and rows 1e4 apart in magnitude share a pair. Each row on its own is within the
     rule (a row judged beside a 1e8-times larger one would hide its errors), and each row's
-    output is what it gets convolved alone (B = 1, unpaired), to the rule's tolerance."""
+    output is what it gets convolved alone (B = 1, unpaired), to the rule's tolerance. A plan
+    that says paired=False takes one row a transform, at any batch."""
     conv = make_conv(seed, 5, 2, 1000, 1000, True, torch.float32)
     magnitudes = torch.tensor([1e2, 1e-2, 1.0, 3e3, 1e-1]).view(5, 1, 1)  # pairs (0, 1), (2, 3), and 4 alone
     conv = conv.with_(u=conv.u * magnitudes).to(dtype)
