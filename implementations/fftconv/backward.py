@@ -35,13 +35,17 @@ class _MonarchConvolution(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
         u, k, v, w, c = ctx.saved_tensors
+        needs_u, needs_k, needs_v, needs_w = ctx.needs_input_grad  # a frozen filter skips its correlation
         grad_c = grad_y * v if v is not None else grad_y
-        grad_x = fftconv(grad_c.flip(-1), ctx.prepared).flip(-1)
-        x = u * w if w is not None else u
-        grad_k = _filter_gradient(grad_c, x, k.shape[-1]).to(k.dtype)
+        grad_x = fftconv(grad_c.flip(-1), ctx.prepared).flip(-1) if needs_u or needs_w else None
+        grad_k = None
+        if needs_k:
+            x = u * w if w is not None else u
+            grad_k = _filter_gradient(grad_c, x, k.shape[-1]).to(k.dtype)
         if v is None:
             return grad_x, grad_k, None, None
-        return grad_x * w, grad_k, grad_y * c, grad_x * u
+        return (grad_x * w if needs_u else None, grad_k, grad_y * c if needs_v else None,
+                grad_x * u if needs_w else None)
 
 
 def _filter_gradient(grad_c: torch.Tensor, x: torch.Tensor, taps: int) -> torch.Tensor:

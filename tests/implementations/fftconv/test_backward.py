@@ -55,3 +55,21 @@ def test_a_half_gated_call_is_refused():
     conv = make_conv(0, 1, 1, 64, 64, True, torch.float32)
     with pytest.raises(ValueError, match="both v and w"):
         monarch_fftconv_trainable(conv.u, conv.k, conv.v, None)
+
+
+def test_only_the_gradients_asked_for_are_computed(seed, monkeypatch):
+    """A frozen filter (k without requires_grad) skips its correlation, and the gradients that
+    are asked for are the ones computed with every input trainable."""
+    from implementations.fftconv import backward
+
+    conv = make_conv(seed, 2, 2, 300, 300, True, torch.float32)
+    grad_y = torch.randn(conv.u.shape, generator=torch.Generator().manual_seed(seed + 1))
+    everything = _gradients(monarch_fftconv_trainable, conv, grad_y, torch.float32)
+
+    def refuse(*args):
+        raise AssertionError("the filter's gradient was computed for a frozen filter")
+
+    monkeypatch.setattr(backward, "_filter_gradient", refuse)
+    u, v = conv.u.clone().requires_grad_(), conv.v.clone().requires_grad_()
+    monarch_fftconv_trainable(u, conv.k, v, conv.w).backward(grad_y)
+    assert torch.equal(u.grad, everything["u"]) and torch.equal(v.grad, everything["v"])
