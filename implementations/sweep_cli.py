@@ -4,8 +4,11 @@ the sweep's own summary. A sweep that lists its candidates as CPU calls also tak
 `--offline ARCH`: each candidate's kernels compiled for ARCH (no GPU needed) with the
 registers, spills and shared memory ptxas reports, so the GPU's minutes go to candidates
 that fit. And `compile_ahead`: a sweep's candidates compiled in parallel processes before its
-serial timing loop, since compiling, not timing, is most of a large sweep's minutes. Not a
-technique: it registers nothing."""
+serial timing loop, since compiling, not timing, is most of a large sweep's minutes. And a
+sweep that a GPU fault stops (an illegal address leaves the process's CUDA context unusable)
+raises ContextLost: its rows are written and the command starts again in a fresh process
+with `--resume`, the rest of its budget, and the rows done so far, which the sweep skips.
+Not a technique: it registers nothing."""
 
 from __future__ import annotations
 
@@ -13,13 +16,34 @@ import argparse
 import concurrent.futures
 import csv
 import multiprocessing
+import os
 import sys
+import tempfile
+import time
 from typing import Callable, Iterable
 
 import torch
 
 Rows = list[dict]
 Candidates = Iterable[tuple[str, Callable[[], object]]]  # (name, a call of the candidate on CPU tensors)
+
+
+class ContextLost(Exception):
+    """A candidate faulted the GPU: the process can launch nothing more. Carries the rows
+    measured so far, the faulting one last (its note says so)."""
+
+    def __init__(self, rows: Rows):
+        super().__init__(rows[-1].get("note", "") if rows else "")
+        self.rows = rows
+
+
+def context_lost() -> bool:
+    """After a candidate raised: whether this process's CUDA context is gone with it."""
+    try:
+        torch.cuda.synchronize()
+        return False
+    except Exception:  # torch.AcceleratorError and its kin: every later CUDA call would raise too
+        return True
 
 
 def sweep_main(description: str, default_budget_s: float, sweep: Callable[[argparse.Namespace], Rows],
@@ -33,9 +57,14 @@ def sweep_main(description: str, default_budget_s: float, sweep: Callable[[argpa
     if offline:
         parser.add_argument("--offline", metavar="ARCH", help="compile the candidates for ARCH (sm90, sm100, sm80, "
                                                               "sm8x) and report their resources; no GPU needed")
+    parser.add_argument("--resume", metavar="CSV", default=None,
+                        help="the rows of an earlier run of this sweep, kept in its output; the sweeps that raise "
+                             "ContextLost (fftconv's) skip their candidates. Given on its own after a GPU fault")
     if add_arguments:
         add_arguments(parser)
     args = parser.parse_args()
+    args.previous = read_rows(args.resume) if args.resume else []
+    started = time.monotonic()
     if offline and args.offline:
         from harness.errors import UsageError
 
@@ -49,14 +78,39 @@ def sweep_main(description: str, default_budget_s: float, sweep: Callable[[argpa
         print("error: the sweep needs a CUDA GPU (or --offline ARCH, where the sweep offers it)", file=sys.stderr)
         return 2
     else:
-        rows = sweep(args)
+        try:
+            rows = args.previous + sweep(args)
+        except ContextLost as lost:
+            path = args.csv or args.resume or tempfile.mkstemp(prefix="sweep-", suffix=".csv")[1]
+            write_rows(path, args.previous + lost.rows)
+            budget = args.budget_s - (time.monotonic() - started)
+            print(f"{lost}; starting again in a fresh process (--resume {path}, {budget:.0f} s left)", flush=True)
+            os.execv(sys.executable, [*sys.orig_argv, "--budget-s", str(max(budget, 0.0)), "--resume", path,
+                                      "--csv", path])
     if args.csv and rows:
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_rows(args.csv, rows)
     summarize(rows)
     return 0
+
+
+def write_rows(path: str, rows: Rows) -> None:
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_rows(path: str) -> Rows:
+    """A sweep's CSV back as rows, its numbers as floats (NaN included), its text as text."""
+    def value(text: str) -> object:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    with open(path, newline="") as f:
+        return [{key: value(text) for key, text in row.items()} for row in csv.DictReader(f)]
 
 
 def error_note(e: BaseException) -> str:

@@ -33,7 +33,7 @@ from harness.cases import Case
 from harness.timing import Timer, TimingPolicy
 from implementations.fftconv import monarch, peers, reference
 from implementations.fftconv import triton_fftconv as tf
-from implementations.sweep_cli import Candidates, compile_ahead, error_note, sweep_main
+from implementations.sweep_cli import Candidates, ContextLost, compile_ahead, context_lost, error_note, sweep_main
 
 LENGTHS = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
 FACTORS = (16, 32, 64, 128)
@@ -78,6 +78,11 @@ def _rel(out: torch.Tensor, exact: torch.Tensor) -> float:
     return ((out.double() - exact).norm() / exact.norm()).item()
 
 
+def _shape_name(length: int) -> str:
+    batch, channels = _shape(length)
+    return f"B{batch} C{channels} N{length}"
+
+
 def _shape(length: int) -> tuple[int, int]:
     """(batch, channels) swept at `length`: the headline's at 8K, else B * C = 4096."""
     return (16, 768) if length == 8192 else (8, 512)
@@ -97,13 +102,17 @@ def _compile_plan(batch: int, channels: int, length: int, dtype_name: str, plan:
         return error_note(e)
 
 
-def sweep(budget_s: float, lengths: tuple[int, ...], dtype: torch.dtype, jobs: int = 1) -> list[dict]:
+def sweep(budget_s: float, lengths: tuple[int, ...], dtype: torch.dtype, jobs: int = 1,
+          done: frozenset[tuple[str, str]] = frozenset()) -> list[dict]:
+    """Time every candidate of every length (skipping the (shape, impl) pairs in `done`, from a
+    resumed run); a candidate that faults the GPU ends the process with ContextLost."""
     timer = Timer(torch.device("cuda"), TimingPolicy(min_samples=10, min_seconds=0.1, max_seconds=0.5))
     deadline = time.monotonic() + budget_s
     dtype_name = registry.dtype_name(dtype)
     started = time.monotonic()
     compiled = compile_ahead(_compile_plan, [(*_shape(n), n, dtype_name, plan) for n in lengths
-                                             for plan in candidates(n, dtype)], jobs)
+                                             for plan in candidates(n, dtype) if (_shape_name(n), _name(plan)) not in done],
+                             jobs)
     if compiled:
         print(f"compiled {len(compiled)} candidates in {jobs} processes in {time.monotonic() - started:.0f} s "
               f"({sum(bool(e) for e in compiled.values())} failed)", flush=True)
@@ -113,12 +122,14 @@ def sweep(budget_s: float, lengths: tuple[int, ...], dtype: torch.dtype, jobs: i
         u, k, v, w = _inputs(batch, channels, length, dtype)
         exact = reference.fftconv(u.double(), k.double(), v.double(), w.double())
         allowed = 2 * _rel(reference.fftconv(u, k, v, w), exact) + 1e-5
-        shape = f"B{batch} C{channels} N{length}"
+        shape = _shape_name(length)
         peer = peers.build_torch_fft(Case.of(B=batch, C=channels, N=length, K=length, gated=True), u, k, v, w)
         named = [("torch-fft", None)] + [(_name(p), p) for p in candidates(length, dtype)]
         for name, plan in named:
             if time.monotonic() > deadline:
                 return rows
+            if (shape, name) in done:
+                continue
             row = {"shape": shape, "impl": name, "ms": math.nan, "rel_err": math.nan, "note": "", "plan": ""}
             failed = compiled.get((batch, length, dtype_name, plan)) if plan else None
             if failed:  # met again here, a fault would end the sweep: its CUDA context is lost
@@ -139,6 +150,9 @@ def sweep(budget_s: float, lengths: tuple[int, ...], dtype: torch.dtype, jobs: i
                 row["ms"] = timer.time(run).median_ms
             except Exception as e:  # out of resources, a compile error: recorded, not fatal
                 row["note"] = error_note(e)
+                if context_lost():  # a fault: nothing more can run in this process
+                    row["note"] = f"faulted the GPU: {row['note']}"
+                    raise ContextLost(rows + [row]) from e
             rows.append(row)
             print(f"{shape:22} {name:22} {row['ms']:9.3f} ms  err {row['rel_err']:.2e} {row['note']}", flush=True)
         del exact
@@ -217,7 +231,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def main() -> int:
     return sweep_main(__doc__.splitlines()[0], 300.0,
                       lambda args: sweep(args.budget_s, tuple(int(n) for n in args.lengths.split(",")), DTYPES[args.dtype],
-                                         args.jobs),
+                                         args.jobs, frozenset((r["shape"], r["impl"]) for r in args.previous)),
                       summarize, _arguments, offline_candidates, summarize_offline)
 
 
