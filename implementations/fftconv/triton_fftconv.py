@@ -11,8 +11,14 @@ convolution of a row on an [N2, N3] tile; above, two column kernels around it ma
 outer N1-point level, through a float32 scratch: three passes over a row, where torch.fft's
 rfft, product and irfft each make at least one (and cuFFT several, at these lengths).
 
-Real and imaginary parts are separate real tiles: a complex product is 4 real tl.dot (the
-real input's first product and the real output's last, 2). The input is real and its second
+Two rows a transform. Rows b and b + 1 of a channel share its filter, and the filter is real,
+so conv(x_b + i x_{b+1}) = conv(x_b) + i conv(x_{b+1}): one complex transform does both rows,
+its result's real part row b's and its imaginary part row b + 1's (FlashFFTConv's packing).
+Each row is first scaled to the same norm, so the roundings of the shared complex tiles are
+relative to both rows alike. A batch of one (or a plan with paired=False) runs a real row alone.
+
+Real and imaginary parts are separate real tiles: a complex product is 4 real tl.dot (a lone
+real row's first product and its real output's last, 2). The input is real and its second
 half is zero padding, so the first product reads only the first half of the input rows (N2/2
 or N1/2 of them, when that is at least tl.dot's 16), and only the first half of the output
 rows is computed and stored.
@@ -24,7 +30,8 @@ operands on the tensor cores, with float32 accumulation, twiddles and products: 
 3 more mantissa bits than bfloat16, so the kernel's many roundings (about 10 against the
 reference's 4) stay small beside bfloat16's; to keep bfloat16's range, each tile is scaled
 before it is rounded to float16, and the dot's float32 result scaled back. The column kernels
-scale each block by its largest magnitude (a max-reduction). The row kernel scales once a row:
+scale each block by its largest magnitude (a max-reduction), or, paired, each row by the
+RowScale a norm kernel computed first. The row kernel scales once a row:
 its input so that the row's L2 norm is HEADROOM, and the filter's product by 1 / KMAX (the
 channel's largest spectral magnitude); its DFT stages are unitary and its twiddles of unit
 modulus, so no element of any later stage exceeds HEADROOM, and every rounding is a plain
