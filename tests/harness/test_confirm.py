@@ -19,8 +19,11 @@ SHA = "0123456789ab"
 
 @pytest.fixture
 def measured(fake, suite_dir, tmp_path, monkeypatch):
-    """A real run of the fake technique (reference and good, N = 2^20, in this process), with
-    21 samples a row where the interpreter's policy takes 5, so that medians are steady."""
+    """A real run of the fake technique (reference and good, N = 2^14, in this process), with
+    21 samples a row where the interpreter's policy takes 5, so that medians are steady. 2^14
+    floats stay under glibc's mmap threshold and torch's intra-op grain: at 2^20 each call's
+    fresh pages and thread wake-ups moved a median 2-3x between runs, and the tests failed
+    at random."""
     from harness.runner import Runner, RunOptions
     from harness.timing import TimingPolicy
 
@@ -30,7 +33,7 @@ def measured(fake, suite_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("FLASHSUITE_GIT_SHA", SHA)
     monkeypatch.setenv("FLASHSUITE_GIT_DIRTY", "0")
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    suite_dir("confirmsuite", fake_suite(n_values=(1 << 20,)))
+    suite_dir("confirmsuite", fake_suite(n_values=(1 << 14,)))
     return Runner(RunOptions(suite="confirmsuite", impls=("reference", "good"), results_dir=tmp_path / "run",
                              isolate=False)).run()
 
@@ -116,6 +119,6 @@ def test_the_suite_file_holds_only_the_flagged_cases(measured, tmp_path):
     assert path.name == "confirmsuite.toml"
     suite = suites.load(str(path), "quick")
     assert [(u.technique, u.case.id, u.direction, u.seeds, u.checks, u.timing) for u in suite.units] == \
-        [("fake", "N=1048576", "fwd", 2, ("repeat", "fp32"), "events")]
+        [("fake", "N=16384", "fwd", 2, ("repeat", "fp32"), "events")]
     assert "good" not in suite.units[0].exclude and "reference" in suite.units[0].exclude
     shutil.rmtree(tmp_path / "cand")
