@@ -58,11 +58,12 @@ def _scaled(table: Path, dest: Path, factors: dict[str, float], **columns) -> Pa
 
 
 def test_a_false_alarm_is_not_confirmed(bench, measured, tmp_path, wide_console):
-    """The candidate's table says good is 3x slower; measured again, it is not."""
-    cand = _scaled(measured, tmp_path / "cand" / measured.name, {"good": 3.0})
-    code, out, err = bench("gate", "--baseline", measured, "--candidate", cand, "--max-slowdown", "50%")
+    """The candidate's table says good is 6x slower; measured again, it is not. (6x against a
+    150% threshold: a CPU shared with other work moves a re-measurement up to 2x.)"""
+    cand = _scaled(measured, tmp_path / "cand" / measured.name, {"good": 6.0})
+    code, out, err = bench("gate", "--baseline", measured, "--candidate", cand, "--max-slowdown", "150%")
     assert code == 1 and "1 slower" in out
-    code, out, err = bench("gate", "--baseline", measured, "--candidate", cand, "--max-slowdown", "50%", "--confirm",
+    code, out, err = bench("gate", "--baseline", measured, "--candidate", cand, "--max-slowdown", "150%", "--confirm",
                            "--no-isolate", "--confirm-results", tmp_path / "again", "--json", tmp_path / "gate.json")
     assert (code, err) == (0, ""), out
     assert "re-measuring 1 slower case(s) to confirm them" in out
@@ -75,9 +76,9 @@ def test_a_false_alarm_is_not_confirmed(bench, measured, tmp_path, wide_console)
 
 
 def test_a_real_slowdown_is_confirmed(bench, measured, tmp_path, wide_console):
-    """The baseline's table says good was 3x faster; measured again, the candidate is still slower."""
-    base = _scaled(measured, tmp_path / "base" / measured.name, {"good": 1 / 3, "reference": 1.0})
-    code, out, _ = bench("gate", "--baseline", base, "--candidate", measured, "--max-slowdown", "50%", "--confirm",
+    """The baseline's table says good was 6x faster; measured again, the candidate is still slower."""
+    base = _scaled(measured, tmp_path / "base" / measured.name, {"good": 1 / 6, "reference": 1.0})
+    code, out, _ = bench("gate", "--baseline", base, "--candidate", measured, "--max-slowdown", "150%", "--confirm",
                          "--no-isolate", "--confirm-results", tmp_path / "again", "--summary", tmp_path / "s.md")
     assert code == 1, out
     assert "gate: FAIL: 1 failing" in out and "confirmed: re-measured" in out
