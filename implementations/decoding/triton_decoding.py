@@ -312,15 +312,17 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache_le
     partial_out = torch.empty(rows, num_splits, head_dim, device=q.device, dtype=torch.float32)
     partial_lse = torch.empty(rows, num_splits, device=q.device, dtype=torch.float32)
     # One zeroed buffer: the arrival counters, then (async variant) the fallback flags.
+    needed = workspace_size(batch, kv_heads, num_splits)
     if workspace is None:
-        counters = torch.zeros(batch * kv_heads * (1 + num_splits), device=q.device, dtype=torch.int32)
-    elif workspace.dtype != torch.int32 or workspace.numel() < workspace_size(batch, kv_heads, num_splits) \
-            or workspace.device != q.device:
-        raise ValueError(f"workspace must be a zeroed int32 tensor of at least {workspace_size(batch, kv_heads, num_splits)} "
-                         f"elements on {q.device}, got {workspace.dtype}, {workspace.numel()} on {workspace.device}")
+        counters = torch.zeros(needed, device=q.device, dtype=torch.int32)
+    elif workspace.dtype != torch.int32 or workspace.numel() < needed or workspace.device != q.device:
+        raise ValueError(f"workspace must be a zeroed int32 tensor of at least {needed} elements on {q.device}, "
+                         f"got {workspace.dtype}, {workspace.numel()} on {workspace.device}")
     else:
         counters = workspace
-    arrivals, fallbacks = counters[:batch * kv_heads], counters[batch * kv_heads:workspace_size(batch, kv_heads, num_splits)].view(batch * kv_heads, num_splits)
+    sequences_x_heads = batch * kv_heads
+    arrivals = counters[:sequences_x_heads]
+    fallbacks = counters[sequences_x_heads:needed].view(sequences_x_heads, num_splits)
     if paged:
         table = block_table  # the kernel steps along a row of the table with unit stride
         if table.dtype != torch.int32 or table.stride(1) != 1:

@@ -91,10 +91,9 @@ class Plan:
 # out NaN, one with an illegal address: Triton 3.6's code, not the interpreter's (the CPU tests
 # pass them), so the three-pass plans keep to 32-row tiles or chunks of 32 rows, and the
 # 128 x 128 ones to one stage (at two, 264 KiB of shared memory: more than an H100's 227).
-# Three-pass row tiles of 64 rows at 4 warps fault intermittently: 16 x 64 x 64 ran correct in
-# one sweep at N = 32768 (4.47 ms, against 4.75 for 32 x 32 x 64), but 16 x 64 x 32 at 16384
-# passed a run in its own process and then faulted in the sweep's timing loop; the sweep no
-# longer offers the class, and no plan uses it. Two rows a transform (the packing) since: at
+# Not every such tile faults (16 x 64 x 64 at 4 warps ran correct in one sweep at N = 32768:
+# 4.47 ms, against 4.75 for 32 x 32 x 64), but 16 x 64 x 32 at 16384 faulted again; the sweep
+# no longer offers three-pass 64-row tiles at 4 warps, and no plan uses them. Two rows a transform (the packing) since: at
 # N = 8192 the same fused plan is best, 1.54 ms (was 2.99); at 16384, 16 x 32 x 64 again,
 # 1.44 ms; at 2048 the whole 64 x 64 tile at 4 warps, 0.075 ms, where 8 warps (the unpaired
 # kernel's best) took 0.136. The lengths not yet timed follow the timed ones' shapes.

@@ -56,6 +56,8 @@ OPERAND = {torch.bfloat16: torch.float16, torch.float16: torch.float16, torch.fl
 # normal (float16's smallest normal is 2^-14), since a norm can be sqrt(M) = 128 times a tile's
 # largest element.
 HEADROOM = tl.constexpr(4096.0)
+# Each row of a pair is brought to this norm, so the pair's complex row has norm HEADROOM.
+PAIRED_ROW_NORM = tl.constexpr(HEADROOM.value * 0.70710678)
 
 
 # --- the kernels ------------------------------------------------------------------------------
@@ -171,7 +173,7 @@ def _row_kernel(U, W, V, Y, S, KF, KMAX, F2, F3, TW, batch, groups, length,
         if PAIRED:
             partner = io_tile < tl.where(b + 1 < batch, length, 0)  # row b + 1, if there is one
             xi = _input_row(U, W, b + 1, ch, stride_ub, stride_uc, stride_wb, stride_wc, io_tile, partner, GATED)
-            target = HEADROOM * 0.70710678 if SCALE else 1.0  # the pair's norm is then HEADROOM
+            target = PAIRED_ROW_NORM if SCALE else 1.0
             norm_r = _norm(xr)
             norm_i = _norm(xi)
             scale_r = target / tl.where(norm_r > 0.0, norm_r, 1.0)
@@ -437,9 +439,9 @@ def fftconv(u: torch.Tensor, prepared: Prepared, v: torch.Tensor | None = None,
             num_warps=plan.num_warps, num_stages=plan.num_stages)
         return y
     row_scale = y  # never read unpaired
-    if paired:  # each row brought to one norm before it shares a complex row (HEADROOM's bound, halved in energy)
+    if paired:  # each row brought to one norm before it shares a complex row
         row_scale = torch.empty(rows, device=u.device, dtype=torch.float32)
-        _row_scale_kernel[(rows,)](u, w, row_scale, batch, length, HEADROOM.value * 0.70710678 if scale else 1.0,
+        _row_scale_kernel[(rows,)](u, w, row_scale, batch, length, PAIRED_ROW_NORM.value if scale else 1.0,
                                    *strides[:4], BLOCK=1024, GATED=gated)
     scratch = torch.empty(programs, 2, plan.n1, m, device=u.device, dtype=torch.float32)
     columns = (programs, m // plan.block_m)

@@ -61,7 +61,7 @@ def candidates(length: int, dtype: torch.dtype = torch.bfloat16) -> list[monarch
                 if dtype == torch.float32 and (n2 * n3 > monarch.FP32_MAX_TILE or chunk):
                     continue
                 if n1 > 1 and n2 == 64 and warps == 4:
-                    continue  # Triton 3.6 faults the GPU on these (monarch.py), and a fault ends the sweep
+                    continue  # Triton 3.6 returns NaN or faults the GPU on most of these (monarch.py)
                 plans.append(monarch.Plan(n1, n2, n3, num_warps=warps, block_m=min(64, n2 * n3), chunk=chunk,
                                           num_stages=stages))
     return [plan for plan in plans if plan.problem() is None]
@@ -88,6 +88,11 @@ def _shape(length: int) -> tuple[int, int]:
     return (16, 768) if length == 8192 else (8, 512)
 
 
+def _job(length: int, dtype_name: str, plan: monarch.Plan) -> tuple:
+    """_compile_plan's arguments for `plan`, and the key of its outcome in compile_ahead's answer."""
+    return (*_shape(length), length, dtype_name, plan)
+
+
 def _compile_plan(batch: int, channels: int, length: int, dtype_name: str, plan: monarch.Plan) -> str:
     """One call of `plan` on the swept shape: its kernels land in Triton's cache, and a kernel
     that faults the GPU there (Triton 3.6's illegal addresses, which a smaller grid did not
@@ -110,9 +115,8 @@ def sweep(budget_s: float, lengths: tuple[int, ...], dtype: torch.dtype, jobs: i
     deadline = time.monotonic() + budget_s
     dtype_name = registry.dtype_name(dtype)
     started = time.monotonic()
-    compiled = compile_ahead(_compile_plan, [(*_shape(n), n, dtype_name, plan) for n in lengths
-                                             for plan in candidates(n, dtype) if (_shape_name(n), _name(plan)) not in done],
-                             jobs)
+    compiled = compile_ahead(_compile_plan, [_job(n, dtype_name, plan) for n in lengths for plan in candidates(n, dtype)
+                                             if (_shape_name(n), _name(plan)) not in done], jobs)
     if compiled:
         print(f"compiled {len(compiled)} candidates in {jobs} processes in {time.monotonic() - started:.0f} s "
               f"({sum(bool(e) for e in compiled.values())} failed)", flush=True)
@@ -131,7 +135,7 @@ def sweep(budget_s: float, lengths: tuple[int, ...], dtype: torch.dtype, jobs: i
             if (shape, name) in done:
                 continue
             row = {"shape": shape, "impl": name, "ms": math.nan, "rel_err": math.nan, "note": "", "plan": ""}
-            failed = compiled.get((batch, length, dtype_name, plan)) if plan else None
+            failed = compiled.get(_job(length, dtype_name, plan)) if plan else None
             if failed:  # met again here, a fault would end the sweep: its CUDA context is lost
                 row["note"] = f"in its own process: {failed}"
                 rows.append(row)

@@ -85,6 +85,7 @@ def summarize(rows: list[dict]) -> None:
         fixed = [r for r in group if r["impl"] == "cublas" or r["impl"].startswith("heuristic")]
         print(key, [(r["impl"], round(r["us"], 1), round(r["gbps"])) for r in fixed + ranked[:4]])
 
+
 def _ints(text: str) -> list[int]:
     return [int(part) for part in text.split(",")]
 
