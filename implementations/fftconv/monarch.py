@@ -96,11 +96,18 @@ class Plan:
 # no longer offers three-pass 64-row tiles at 4 warps, and no plan uses them. Two rows a transform (the packing) since: at
 # N = 8192 the same fused plan is best, 1.54 ms (was 2.99); at 16384, 16 x 32 x 64 again,
 # 1.44 ms; at 2048 the whole 64 x 64 tile at 4 warps, 0.075 ms, where 8 warps (the unpaired
-# kernel's best) took 0.136. The lengths not yet timed follow the timed ones' shapes.
+# kernel's best) took 0.136. The three passes' scratch in float16 since (this session's probe,
+# B8 C512 gated, against torch.fft's 3.94 / 8.43 / 22.2 ms in the same run): 16384 at 1.20 ms
+# (the float32 scratch's sweep: 1.44), 32768 at 2.40 (2.82), 65536 at 4.83 with 128-column
+# blocks (64: 4.90); 128- and 256-column blocks and 8 column warps were no faster at 16384 and
+# 32768. compute-sanitizer on the faulting plans (16 x 64 x 16 at 4 warps, the fused 128 x 32 at
+# 16 warps) reports out-of-bounds __shared__ reads inside tl.dot (tiles.cdot): Triton 3.6's code
+# for those operand shapes, not an access of the kernels'. The lengths not yet timed follow
+# the timed ones' shapes.
 _SM90 = {
     256: (1, 16, 16, 4), 512: (1, 32, 16, 4), 1024: (1, 32, 32, 4), 2048: (1, 64, 32, 4),
     4096: (1, 64, 64, 4), 8192: (1, 128, 64, 8), 16384: (1, 128, 128, 8, 32, 2),
-    1 << 15: (16, 32, 64, 4), 1 << 16: (32, 32, 64, 4), 1 << 17: (64, 32, 64, 4), 1 << 18: (16, 128, 128, 8, 32, 1),
+    1 << 15: (16, 32, 64, 4), 1 << 16: (32, 32, 64, 4), 1 << 17: (64, 32, 64, 4, 0, 3, 128), 1 << 18: (16, 128, 128, 8, 32, 1),
     1 << 19: (32, 128, 128, 8, 32, 1), 1 << 20: (64, 128, 128, 8, 32, 1), 1 << 21: (128, 128, 128, 8, 32, 1),
 }
 PLANS = {"interpreter": _SM90, "sm90": _SM90, "sm100": _SM90, "sm80": _SM90, "sm8x": _SM90, "other": _SM90}
@@ -133,6 +140,12 @@ FUSED_MAX_L = 16384
 def fft_length(length: int) -> int:
     """L: a power of two of at least 2N (so the circular convolution is causal) and MIN_L."""
     return max(MIN_L, 1 << max(0, (2 * length - 1).bit_length()))
+
+
+def io_rows(factor: int) -> int:
+    """The rows of an outermost factor that hold input (and are wanted as output): half, since
+    L >= 2N, where that half is still tl.dot's minimum of 16."""
+    return factor // 2 if factor >= 32 else factor
 
 
 def unsupported_reason(length: int, dtype: torch.dtype) -> str | None:

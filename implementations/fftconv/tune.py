@@ -147,7 +147,7 @@ def sweep(budget_s: float, lengths: tuple[int, ...], dtype: torch.dtype, jobs: i
                 else:
                     prepared = tf.prepare(k, length, dtype, plan)
                     run = lambda: tf.fftconv(u, prepared, v, w)  # noqa: E731
-                    row["plan"] = f"({plan.n1}, {plan.n2}, {plan.n3}, {plan.num_warps}, {plan.chunk}, {plan.num_stages})"
+                    row["plan"] = _entry(plan)
                 row["rel_err"] = _rel(run(), exact)
                 if not row["rel_err"] <= allowed:
                     row["note"] = f"rel err {row['rel_err']:.2e} > {allowed:.2e}"
@@ -158,7 +158,7 @@ def sweep(budget_s: float, lengths: tuple[int, ...], dtype: torch.dtype, jobs: i
                     row["note"] = f"faulted the GPU: {row['note']}"
                     raise ContextLost(rows + [row]) from e
             rows.append(row)
-            print(f"{shape:22} {name:22} {row['ms']:9.3f} ms  err {row['rel_err']:.2e} {row['note']}", flush=True)
+            print(f"{shape:22} {name:22} {row['ms']:9.3f} ms  err {row['rel_err']:.2e} {row['plan']} {row['note']}", flush=True)
         del exact
         torch.cuda.empty_cache()
     return rows
@@ -195,7 +195,7 @@ def summarize_offline(rows: list[dict]) -> None:
         if length not in best or rank < best[length][0]:
             best[length] = (rank, plan)
     for length, (_, p) in sorted(best.items(), key=lambda item: int(item[0][1:])):
-        print(f"{length:8} ({p.n1}, {p.n2}, {p.n3}, {p.num_warps}, {p.chunk}, {p.num_stages})")
+        print(f"{length:8} {_entry(p)}")
 
 
 def _parse(name: str) -> tuple[str, monarch.Plan]:
@@ -208,6 +208,14 @@ def _parse(name: str) -> tuple[str, monarch.Plan]:
 
 def _name(plan: monarch.Plan) -> str:
     return f"{plan.n1}x{plan.n2}x{plan.n3} {plan.num_warps}w c{plan.chunk} s{plan.num_stages}"
+
+
+def _entry(plan: monarch.Plan) -> str:
+    """The plan as its PLANS entry."""
+    entry = (plan.n1, plan.n2, plan.n3, plan.num_warps, plan.chunk, plan.num_stages)
+    if plan.n1 > 1:
+        entry += (plan.block_m, plan.column_warps, plan.paired)
+    return str(entry)
 
 
 def offline_candidates(args: argparse.Namespace) -> Candidates:

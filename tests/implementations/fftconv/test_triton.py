@@ -151,11 +151,12 @@ def test_paired_rows_keep_their_own_precision(seed, plan_name, dtype):
 @pytest.mark.parametrize("scale", [1e4, 1e-5], ids=["huge", "tiny"])
 def test_magnitudes_outside_float16(seed, dtype, scale):
     """u scaled by 1e4 and k by 1e3 (outputs near 1e7, beyond float16's 65504), or both by 1e-5
-    (inputs where float16 is subnormal): the per-tile scaling before each float16 rounding
-    keeps the 16-bit paths finite and within the rule, in both decompositions."""
+    (inputs where float16 is subnormal): the scaling of each row before its float16 roundings
+    keeps the 16-bit paths finite and within the rule, in both decompositions (the three
+    passes' float16 scratch included), for a pair of rows and a row alone (B = 3)."""
     if dtype == torch.float16 and scale > 1:
         pytest.skip("float16 inputs cannot hold outputs beyond 65504")
-    conv = make_conv(seed, 1, 2, 1000, 1000, True, torch.float32, u_scale=scale,
+    conv = make_conv(seed, 3, 2, 1000, 1000, True, torch.float32, u_scale=scale,
                      k_scale=(1e3 if scale > 1 else scale) / 1000 ** 0.5).to(dtype)
     for plan in (None, Plan(16, 16, 16)):
         out = monarch_fftconv(*conv.args, plan=plan)

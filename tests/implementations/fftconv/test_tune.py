@@ -16,7 +16,7 @@ def test_the_offline_sweep_compiles_every_candidate(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     rows = list(csv.DictReader(table.open()))
     names = {f"N512 {tune._name(plan)}" for plan in tune.candidates(512)}
-    assert names and {row["candidate"] for row in rows} == names and all(row["kernel"] == "_row_kernel" for row in rows)
+    assert names and {row["candidate"] for row in rows} == names and all(row["kernel"] == "_fused_kernel" for row in rows)
     assert all(int(row["registers"]) > 0 and row["error"] == "" for row in rows)
     assert f"of {len(names)} candidates compile without spills" in done.stdout
 

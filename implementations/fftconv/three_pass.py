@@ -1,0 +1,229 @@
+"""The three passes of the Monarch FFT convolution above FUSED_MAX_L: L = N1 x M (M = N2 N3).
+
+A row is read as an [N1, M] array. The column pass applies F1 @ (the N1-point DFTs down its
+columns, BLOCK_M of them at a time) and the twiddles W_L^(m k1); the row pass runs the
+in-register transform, the filter's product and the inverse (tiles.row_transform) on each of
+its N1 rows; the inverse column pass mirrors the first (conjugate twiddles, conj(F1) @) and
+writes y. The passes meet in a scratch of the operand dtype: float16 for 16-bit inputs (a
+complex row is 8 bytes an element, written and read twice), float32 for float32.
+
+Scales (16-bit inputs). Each row is first brought to a fixed norm (row_scale: PAIRED_ROW_NORM
+a row of a pair, HEADROOM a lone row), so the complex row has norm HEADROOM and, the column
+DFTs being unitary, no scratch element exceeds it. The row pass scales each of its rows to
+HEADROOM for its own roundings and divides the filter's product by KMAX; it stores its result
+still divided by KMAX, which keeps it within the row's norm, and the inverse column pass
+multiplies KMAX back in with the row's scale.
+
+Three kernels, one program per (pair of) rows and column block or row k1. One persistent
+kernel taking (pairs of) rows in turn through all three passes, in a scratch of its own small
+enough for L2, was 1.3-2.6x slower on the H100 (docs/results/fftconv.md): each program runs
+its passes one after another, with the SM's few warps waiting on each.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from implementations.fftconv.monarch import io_rows
+from implementations.fftconv.tiles import HEADROOM, PAIRED_ROW_NORM, cdot, input_row, load_pair, norm, output_row, row_transform
+
+
+@triton.jit
+def _row_scale_kernel(U, W, RowScale, batch, length, target, stride_ub, stride_uc, stride_wb, stride_wc,
+                      BLOCK: tl.constexpr, GATED: tl.constexpr):
+    """RowScale[c batch + b] = target / |x| for row (b, c) of x = u (or u * w). The norm is
+    summed as LAPACK's nrm2 does, on values divided by the largest seen so far, so the squares
+    of bfloat16-range values cannot overflow."""
+    pid = tl.program_id(0)
+    b = (pid % batch).to(tl.int64)
+    ch = (pid // batch).to(tl.int64)
+    peak = 0.0
+    sum_sq = 0.0  # of x / peak
+    for start in range(0, length, BLOCK):
+        offsets = start + tl.arange(0, BLOCK)
+        x = tl.abs(input_row(U, W, b, ch, stride_ub, stride_uc, stride_wb, stride_wc, offsets, offsets < length, GATED))
+        new_peak = tl.maximum(peak, tl.max(x, 0))
+        ratio = tl.where(new_peak > 0.0, peak / new_peak, 0.0)
+        x = x / tl.where(new_peak > 0.0, new_peak, 1.0)
+        sum_sq = sum_sq * ratio * ratio + tl.sum(x * x, 0)
+        peak = new_peak
+    n = peak * tl.sqrt(sum_sq)
+    tl.store(RowScale + pid, target / tl.where(n > 0.0, n, 1.0))
+
+
+@triton.jit
+def _row_scale(RowScale, ch, b, batch, ROW_SCALED: tl.constexpr):
+    scale = 1.0
+    if ROW_SCALED:
+        scale = tl.load(RowScale + ch * batch + tl.minimum(b, batch - 1))
+    return scale
+
+
+@triton.jit
+def _column_forward(U, W, scratch, RowScale, F1, TW, b, ch, batch, length, stride_ub, stride_uc, stride_wb, stride_wc,
+                    m0, N1: tl.constexpr, N1_IO: tl.constexpr, M: tl.constexpr, BLOCK_M: tl.constexpr,
+                    PAIRED: tl.constexpr, GATED: tl.constexpr, ROW_SCALED: tl.constexpr, PRECISION: tl.constexpr):
+    """Columns [m0, m0 + BLOCK_M) of the [N1, M] view of row (b, c), or PAIRED of rows b and
+    b + 1 as one complex row: F1 @ (contracting n1 over the first N1_IO rows: N1 / 2 where that
+    is at least 16, the rest being zero padding), times W_L^(m k1), into the scratch."""
+    k1 = tl.arange(0, N1)
+    n1 = tl.arange(0, N1_IO)
+    m = m0 + tl.arange(0, BLOCK_M)
+    n = n1[:, None] * M + m[None, :]
+    operand = F1.dtype.element_ty
+    x = input_row(U, W, b, ch, stride_ub, stride_uc, stride_wb, stride_wc, n, n < length, GATED)
+    xr = (x * _row_scale(RowScale, ch, b, batch, ROW_SCALED)).to(operand)
+    f_re = tl.load(F1 + k1[:, None] * N1 + n1[None, :])
+    f_im = tl.load(F1 + N1 * N1 + k1[:, None] * N1 + n1[None, :])
+    if PAIRED:
+        partner = n < tl.where(b + 1 < batch, length, 0)  # row b + 1, if there is one
+        x2 = input_row(U, W, b + 1, ch, stride_ub, stride_uc, stride_wb, stride_wc, n, partner, GATED)
+        xi = (x2 * _row_scale(RowScale, ch, b + 1, batch, ROW_SCALED)).to(operand)
+        zr, zi = cdot(f_re, f_im, xr, xi, PRECISION)
+    else:
+        zr = tl.dot(f_re, xr, input_precision=PRECISION)
+        zi = tl.dot(f_im, xr, input_precision=PRECISION)
+    tile = k1[:, None] * M + m[None, :]
+    t_re, t_im = load_pair(TW, tile, N1 * M)
+    tl.store(scratch + tile, (zr * t_re - zi * t_im).to(scratch.dtype.element_ty))
+    tl.store(scratch + N1 * M + tile, (zr * t_im + zi * t_re).to(scratch.dtype.element_ty))
+
+
+@triton.jit
+def _row_pass(scratch, KF, KMAX, F2, F3, TW, ch, k1, N1: tl.constexpr, N2: tl.constexpr, N3: tl.constexpr,
+              CHUNK: tl.constexpr, SCALE: tl.constexpr, PRECISION: tl.constexpr):
+    """Row k1 of the scratch through row_transform, in place; with SCALE, its result is left
+    divided by KMAX (the inverse column pass multiplies it back)."""
+    M: tl.constexpr = N2 * N3
+    row = scratch + k1 * M
+    tile = tl.arange(0, N2)[:, None] * N3 + tl.arange(0, N3)[None, :]
+    xr, xi = load_pair(row, tile, N1 * M)
+    scale = 1.0
+    filter_scale = 1.0
+    if SCALE:
+        norm_r = norm(xr)
+        norm_i = norm(xi)
+        n = tl.sqrt(norm_r * norm_r + norm_i * norm_i)
+        scale = HEADROOM / tl.where(n > 0.0, n, 1.0)
+        filter_scale = tl.load(KMAX + ch)
+        filter_scale = 1.0 / tl.where(filter_scale > 0.0, filter_scale, 1.0)
+    operand = F2.dtype.element_ty
+    out_r, out_i = row_transform((xr * scale).to(operand), (xi * scale).to(operand), KF + ch * (2 * N1 * M) + k1 * M,
+                                 filter_scale, F2, F3, TW, N1, N2, N3, N2, CHUNK, True, PRECISION)
+    tl.debug_barrier()  # every thread has read the row before any thread overwrites it
+    tl.store(row + tile, (out_r * (1.0 / scale)).to(scratch.dtype.element_ty))
+    tl.store(row + N1 * M + tile, (out_i * (1.0 / scale)).to(scratch.dtype.element_ty))
+
+
+@triton.jit
+def _column_inverse(scratch, V, Y, RowScale, KMAX, F1, TW, b, ch, batch, length, stride_vb, stride_vc, stride_yb,
+                    stride_yc, m0, N1: tl.constexpr, N1_IO: tl.constexpr, M: tl.constexpr, BLOCK_M: tl.constexpr,
+                    PAIRED: tl.constexpr, GATED: tl.constexpr, SCALE: tl.constexpr, ROW_SCALED: tl.constexpr,
+                    PRECISION: tl.constexpr):
+    """The inverse column pass on columns [m0, m0 + BLOCK_M): conj twiddles, conj(F1) @
+    (contracting k1; only the first N1_IO output rows), the scales undone, the gate v, into y:
+    the real part, or PAIRED the real part into row b and the imaginary part into row b + 1."""
+    k1 = tl.arange(0, N1)
+    n1 = tl.arange(0, N1_IO)
+    m = m0 + tl.arange(0, BLOCK_M)
+    tile = k1[:, None] * M + m[None, :]
+    operand = F1.dtype.element_ty
+    zr, zi = load_pair(scratch, tile, N1 * M)
+    t_re, t_im = load_pair(TW, tile, N1 * M)
+    ar = (zr * t_re + zi * t_im).to(operand)  # within HEADROOM with SCALE: twiddles keep magnitudes
+    ai = (zi * t_re - zr * t_im).to(operand)
+    f_re = tl.load(F1 + n1[:, None] * N1 + k1[None, :])
+    f_im = tl.load(F1 + N1 * N1 + n1[:, None] * N1 + k1[None, :])
+    unscale = 1.0
+    if SCALE:
+        unscale = tl.load(KMAX + ch)
+    n = n1[:, None] * M + m[None, :]
+    if PAIRED:
+        y, y2 = cdot(f_re, -f_im, ar, ai, PRECISION)  # Re and Im of conj(F1) @ Z
+        partner = n < tl.where(b + 1 < batch, length, 0)  # row b + 1, if there is one
+        y2 *= unscale / _row_scale(RowScale, ch, b + 1, batch, ROW_SCALED)
+        output_row(Y, V, b + 1, ch, stride_yb, stride_yc, stride_vb, stride_vc, n, partner, y2, GATED)
+    else:
+        y = tl.dot(f_re, ar, input_precision=PRECISION)
+        y = tl.dot(f_im, ai, y, input_precision=PRECISION)
+    y *= unscale / _row_scale(RowScale, ch, b, batch, ROW_SCALED)
+    output_row(Y, V, b, ch, stride_yb, stride_yc, stride_vb, stride_vc, n, n < length, y, GATED)
+
+
+@triton.jit
+def _item(item, groups, PAIRED: tl.constexpr):
+    """Work item -> (b, ch): (pairs of) rows in channel-major order, so a channel's rows share
+    its spectrum in L2; 64-bit, since B C N may pass 2^31."""
+    ch = (item // groups).to(tl.int64)
+    b = ((item % groups) * (2 if PAIRED else 1)).to(tl.int64)
+    return b, ch
+
+
+@triton.jit
+def _column_forward_kernel(U, W, S, RowScale, F1, TW, batch, groups, length, stride_ub, stride_uc, stride_wb, stride_wc,
+                           N1: tl.constexpr, N1_IO: tl.constexpr, M: tl.constexpr, BLOCK_M: tl.constexpr,
+                           PAIRED: tl.constexpr, GATED: tl.constexpr, ROW_SCALED: tl.constexpr,
+                           PRECISION: tl.constexpr):
+    item = tl.program_id(0)
+    b, ch = _item(item, groups, PAIRED)
+    _column_forward(U, W, S + item.to(tl.int64) * (2 * N1 * M), RowScale, F1, TW, b, ch, batch, length, stride_ub,
+                    stride_uc, stride_wb, stride_wc, tl.program_id(1) * BLOCK_M, N1, N1_IO, M, BLOCK_M, PAIRED, GATED,
+                    ROW_SCALED, PRECISION)
+
+
+@triton.jit
+def _row_pass_kernel(S, KF, KMAX, F2, F3, TW, groups, N1: tl.constexpr, N2: tl.constexpr, N3: tl.constexpr,
+                     CHUNK: tl.constexpr, PAIRED: tl.constexpr, SCALE: tl.constexpr, PRECISION: tl.constexpr):
+    item = tl.program_id(0)
+    _, ch = _item(item, groups, PAIRED)
+    _row_pass(S + item.to(tl.int64) * (2 * N1 * N2 * N3), KF, KMAX, F2, F3, TW, ch, tl.program_id(1), N1, N2, N3,
+              CHUNK, SCALE, PRECISION)
+
+
+@triton.jit
+def _column_inverse_kernel(S, V, Y, RowScale, KMAX, F1, TW, batch, groups, length, stride_vb, stride_vc, stride_yb,
+                           stride_yc, N1: tl.constexpr, N1_IO: tl.constexpr, M: tl.constexpr, BLOCK_M: tl.constexpr,
+                           PAIRED: tl.constexpr, GATED: tl.constexpr, SCALE: tl.constexpr,
+                           ROW_SCALED: tl.constexpr, PRECISION: tl.constexpr):
+    item = tl.program_id(0)
+    b, ch = _item(item, groups, PAIRED)
+    _column_inverse(S + item.to(tl.int64) * (2 * N1 * M), V, Y, RowScale, KMAX, F1, TW, b, ch, batch, length,
+                    stride_vb, stride_vc, stride_yb, stride_yc, tl.program_id(1) * BLOCK_M, N1, N1_IO, M, BLOCK_M,
+                    PAIRED, GATED, SCALE, ROW_SCALED, PRECISION)
+
+
+def three_pass(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor, y: torch.Tensor, prepared, paired: bool,
+               gated: bool, scale: bool, precision: str) -> None:
+    """y = the convolution of u (gated: v * conv(u * w)) by `prepared`'s three-factor plan
+    (triton_fftconv.fftconv's arguments)."""
+    plan = prepared.plan
+    batch, channels, length = u.shape
+    groups = triton.cdiv(batch, 2) if paired else batch
+    items = groups * channels
+    m = plan.n2 * plan.n3
+    strides = (u.stride(0), u.stride(1), w.stride(0), w.stride(1), v.stride(0), v.stride(1), y.stride(0), y.stride(1))
+    row_scaled = paired or scale
+    row_scale = y  # never read unless row_scaled
+    if row_scaled:  # each row brought to one norm before its transform
+        row_scale = torch.empty(batch * channels, device=u.device, dtype=torch.float32)
+        target = (PAIRED_ROW_NORM if paired else HEADROOM).value if scale else 1.0
+        _row_scale_kernel[(batch * channels,)](u, w, row_scale, batch, length, target, *strides[:4], BLOCK=1024,
+                                               GATED=gated)
+    sizes = dict(N1=plan.n1, N1_IO=io_rows(plan.n1), BLOCK_M=plan.block_m, PAIRED=paired, GATED=gated,
+                 PRECISION=precision)
+    operand = prepared.f1.dtype
+    scratch = torch.empty(items, 2, plan.n1, m, device=u.device, dtype=operand)
+    columns = (items, m // plan.block_m)
+    _column_forward_kernel[columns](
+        u, w, scratch, row_scale, prepared.f1, prepared.outer_twiddles, batch, groups, length, *strides[:4], M=m,
+        ROW_SCALED=row_scaled, **sizes, num_warps=plan.column_warps)
+    _row_pass_kernel[(items, plan.n1)](
+        scratch, prepared.k_f, prepared.k_max, prepared.f2, prepared.f3, prepared.inner_twiddles, groups, N1=plan.n1,
+        N2=plan.n2, N3=plan.n3, CHUNK=plan.rows_per_pass, PAIRED=paired, SCALE=scale, PRECISION=precision,
+        num_warps=plan.num_warps, num_stages=plan.num_stages)
+    _column_inverse_kernel[columns](
+        scratch, v, y, row_scale, prepared.k_max, prepared.f1, prepared.outer_twiddles, batch, groups, length,
+        *strides[4:], M=m, SCALE=scale, ROW_SCALED=row_scaled, **sizes, num_warps=plan.column_warps)
+
