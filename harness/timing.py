@@ -8,6 +8,13 @@ leaves the L2 holding clean lines, where a memset leaves it full of dirty ones t
 timed call would pay to write back (on an H100, 6 us more for a 134 MB copy and about 10 us
 more for a 32K-token decode; docs/methodology.md).
 
+Short calls: when the host takes longer to launch the call than the GPU takes to run the
+flush, the GPU reaches the start event before the call is enqueued and idles until it is,
+inside the timing (a 35 us Triton kernel measured 2x slow, with a tight interval, while the
+host was busy). So a spin kernel (torch.cuda._sleep) is enqueued between the flush and the
+start event, lasting several times the call's host launch time as measured after the
+warm-up: the host enqueues the call while the GPU spins, outside the timing.
+
 With graph=True the call is captured once into a CUDA graph and each sample replays it,
 so the figure is the GPU's time without the host's launch cost: how serving engines run
 decode steps. A call that cannot be captured is timed eagerly, and says so in its mode.
@@ -24,6 +31,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+
+LAUNCH_PROBES = 5  # launches timed on the host after the warm-up
+LAUNCH_COVER = 3.0  # the spin before each sample, in multiples of the slowest of them
+MIN_COVER_S = 20e-6
+MAX_COVER_S = 1e-3
 
 
 @dataclass(frozen=True)
@@ -93,9 +106,11 @@ class Timer:
         self.on_gpu = device.type == "cuda"
         self.policy = policy or (TimingPolicy() if self.on_gpu else TimingPolicy.interpreter())
         self._flush = None
+        self._sleep_cycles_per_s = 0.0
         if self.on_gpu:
             l2_bytes = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 64 << 20)
             self._flush = torch.zeros(2 * max(l2_bytes, 8 << 20) // 8, dtype=torch.int64, device=device)
+            self._sleep_cycles_per_s = _sleep_rate(device)
 
     def time(self, fn: Callable[[], object], setup: Callable[[], None] = lambda: None,
              graph: bool = False) -> Timing:
@@ -108,10 +123,11 @@ class Timer:
             except Exception as e:  # a host sync or an allocation the graph cannot hold
                 torch.cuda.synchronize(self.device)
                 note = f"not capturable as a CUDA graph ({type(e).__name__}: {str(e).strip().splitlines()[0][:160]}); timed eagerly"
+        cover = self._launch_cover_cycles(fn, setup) if mode == "cuda-events" else 0  # a replay's launch is short
         samples: list[float] = []
         started = time.perf_counter()
         while True:
-            samples += self._batch(fn, setup, policy.batch)
+            samples += self._batch(fn, setup, policy.batch, cover)
             elapsed = time.perf_counter() - started
             if len(samples) >= policy.min_samples and elapsed >= policy.min_seconds:
                 if median_ci_rel_halfwidth(samples) <= policy.target_rel_ci:
@@ -148,7 +164,24 @@ class Timer:
             calls += 1
         self.synchronize()
 
-    def _batch(self, fn: Callable[[], object], setup: Callable[[], None], count: int) -> list[float]:
+    def _launch_cover_cycles(self, fn: Callable[[], object], setup: Callable[[], None]) -> int:
+        """Spin cycles that outlast the host's launch of fn (cover_cycles of the slowest of a
+        few launches: host time of setup and fn, which return before the GPU runs them). The
+        cap: a call that synchronizes inside has no launch to cover, and would otherwise make
+        every sample wait its whole length again."""
+        if not self.on_gpu:
+            return 0
+        slowest = 0.0
+        for _ in range(LAUNCH_PROBES):
+            t0 = time.perf_counter()
+            setup()
+            fn()
+            slowest = max(slowest, time.perf_counter() - t0)
+        self.synchronize()
+        return cover_cycles(slowest, self._sleep_cycles_per_s)
+
+    def _batch(self, fn: Callable[[], object], setup: Callable[[], None], count: int,
+               cover_cycles: int = 0) -> list[float]:
         if not self.on_gpu:
             out = []
             for _ in range(count):
@@ -161,6 +194,7 @@ class Timer:
         for start, end in pairs:
             setup()
             self._flush.sum()
+            torch.cuda._sleep(cover_cycles)  # the GPU spins while the host launches fn
             start.record()
             fn()
             end.record()
@@ -170,6 +204,24 @@ class Timer:
     def synchronize(self) -> None:
         if self.on_gpu:
             torch.cuda.synchronize(self.device)
+
+
+def cover_cycles(slowest_launch_s: float, cycles_per_s: float) -> int:
+    """The spin before each sample: LAUNCH_COVER times the slowest launch, within
+    [MIN_COVER_S, MAX_COVER_S], in torch.cuda._sleep's cycles."""
+    return int(min(max(LAUNCH_COVER * slowest_launch_s, MIN_COVER_S), MAX_COVER_S) * cycles_per_s)
+
+
+def _sleep_rate(device: torch.device, cycles: int = 2_000_000) -> float:
+    """torch.cuda._sleep's cycles per second on `device` (its SM clock, as the spin sees it)."""
+    with torch.cuda.device(device):
+        torch.cuda._sleep(cycles)  # loads the kernel
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        torch.cuda._sleep(cycles)
+        end.record()
+        end.synchronize()
+        return cycles / (start.elapsed_time(end) / 1e3)
 
 
 def _quantile(sorted_xs: list[float], q: float) -> float:

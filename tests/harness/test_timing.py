@@ -6,7 +6,8 @@ import time
 import pytest
 import torch
 
-from harness.timing import Timer, Timing, TimingPolicy, median_ci_rel_halfwidth
+from harness.timing import (LAUNCH_COVER, MAX_COVER_S, MIN_COVER_S, Timer, Timing, TimingPolicy, cover_cycles,
+                            median_ci_rel_halfwidth)
 
 CPU = torch.device("cpu")
 
@@ -133,3 +134,19 @@ def test_a_cuda_graph_request_off_the_gpu_is_timed_by_the_wall_clock_and_says_no
 
 def test_cuda_graph_figures_are_performance_figures():
     assert Timing((1.0,), "cuda-graph", "converged").is_performance_figure
+
+
+def test_launch_cover_outlasts_the_launch_within_bounds():
+    """The spin before each GPU sample lasts LAUNCH_COVER times the slowest launch seen, never
+    less than MIN_COVER_S (a fast launch can still be preempted) nor more than MAX_COVER_S (a
+    call that synchronizes inside would otherwise double every sample)."""
+    rate = 1.8e9  # cycles a second
+    assert cover_cycles(40e-6, rate) == int(LAUNCH_COVER * 40e-6 * rate)
+    assert cover_cycles(1e-6, rate) == int(MIN_COVER_S * rate)
+    assert cover_cycles(0.5, rate) == int(MAX_COVER_S * rate)
+    assert cover_cycles(40e-6, rate) > 40e-6 * rate  # outlasts the launch it covers
+
+
+def test_no_cover_on_the_cpu():
+    timer = Timer(CPU)
+    assert timer._launch_cover_cycles(lambda: None, lambda: None) == 0
