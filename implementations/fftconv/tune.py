@@ -165,7 +165,8 @@ def sweep(budget_s: float, lengths: tuple[int, ...], dtype: torch.dtype, jobs: i
 
 
 def summarize(rows: list[dict]) -> None:
-    print("\nfastest correct plans per shape (PLANS entry: (n1, n2, n3, warps, chunk, stages)), and torch-fft:")
+    print("\nfastest correct plans per shape (PLANS entry: (n1, n2, n3, warps, chunk, stages"
+          "[, block_m, column_warps, paired] for three passes)), and torch-fft:")
     key = lambda r: r["shape"]  # noqa: E731
     for shape, group in itertools.groupby(sorted(rows, key=key), key=key):
         group = list(group)
