@@ -78,8 +78,10 @@ def row_transform(xr, xi, k_f, filter_scale, F2, F3, TW, N1: tl.constexpr, N2: t
 
     CHUNK rows k2 of the spectrum at a time (all N2 when CHUNK = N2): each chunk's
     contribution is summed, for fewer live registers than the whole [N2, N3] tile at once, for
-    the same arithmetic. A whole tile runs straight, not as a loop of one iteration: Triton 3.6
-    pipelines such a loop at num_stages all the same, and kernels built so faulted the H100."""
+    the same arithmetic. A whole tile runs straight, not as a loop of one iteration that Triton
+    would pipeline at num_stages all the same (the H100 timed both alike; the faults of some
+    whole tiles, which this was tried against, are Triton's shared-memory reads in tl.dot and
+    stayed: docs/results/fftconv.md)."""
     if CHUNK == N2:
         out_r, out_i = _chunk(0, xr, xi, k_f, filter_scale, F2, F3, TW, N1, N2, N3, N2_IO, CHUNK, COMPLEX, PRECISION)
     else:
