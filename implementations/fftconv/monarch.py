@@ -15,10 +15,11 @@ its spectrum comes out at k = k1 + N1 (k2 + N2 k3): the Cooley-Tukey digit rever
   @ conj(F3), conj twiddles, conj(F2) @, which lands back in natural order.
 - above FUSED_MAX_L, an outer N1-point level goes through global memory: kernel 1 takes
   column blocks [N1, BLOCK_M] of the [N1, M] view of x, applies F1 @ and the twiddles
-  W_L^(m k1), and writes a float32 scratch; kernel 2 runs the in-register transform, the
-  filter's product and the inverse on each row k1 of it; kernel 3 mirrors kernel 1 (conj
-  twiddles, conj(F1) @) and writes y. Three passes over a row, where torch.fft's rfft, product
-  and irfft each make at least one (and cuFFT several, at these lengths).
+  W_L^(m k1), and writes a scratch (float16 for 16-bit inputs); kernel 2 runs the in-register
+  transform, the filter's product and the inverse on each row k1 of it; kernel 3 mirrors
+  kernel 1 (conj twiddles, conj(F1) @) and writes y (three_pass.py). Three passes over a row,
+  where torch.fft's rfft, product and irfft each make at least one (and cuFFT several, at
+  these lengths).
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ class Plan:
     num_warps: int = 4  # the in-register (row) kernel's
     block_m: int = 64  # the column kernels' block of the [n1, M] view
     column_warps: int = 4
-    chunk: int = 0  # rows k2 of the tile the row kernel takes at a time; 0: all n2 at once
-    num_stages: int = 3  # the row kernel's software pipelining of its chunk loop (Triton's default: 3)
+    chunk: int = 0  # rows k2 of the tile the row transform takes at a time; 0: all n2 at once
+    num_stages: int = 3  # the row transform's software pipelining of its chunk loop (Triton's default: 3)
     paired: bool = True  # two rows of a channel a transform, when the batch has two (triton_fftconv.py)
 
     @property

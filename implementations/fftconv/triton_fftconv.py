@@ -102,7 +102,7 @@ class Prepared:
 
     plan: Plan
     k_f: torch.Tensor
-    k_max: torch.Tensor  # [C] float32: each channel's largest spectral magnitude (the row kernel's KMAX)
+    k_max: torch.Tensor  # [C] float32: each channel's largest spectral magnitude (KMAX)
     f1: torch.Tensor | None
     f2: torch.Tensor
     f3: torch.Tensor
