@@ -4,8 +4,9 @@ A row is read as an [N1, M] array. The column pass applies F1 @ (the N1-point DF
 columns, BLOCK_M of them at a time) and the twiddles W_L^(m k1); the row pass runs the
 in-register transform, the filter's product and the inverse (tiles.row_transform) on each of
 its N1 rows; the inverse column pass mirrors the first (conjugate twiddles, conj(F1) @) and
-writes y. The passes meet in a scratch of the operand dtype: float16 for 16-bit inputs (a
-complex row is 8 bytes an element, written and read twice), float32 for float32.
+writes y. The passes meet in a scratch of the operand dtype: float16 for 16-bit inputs (for
+a pair of rows of N tokens, 2N complex elements, 8N bytes, each written and read twice),
+float32 for float32.
 
 Scales (16-bit inputs). Each row is first brought to a fixed norm (row_scale: PAIRED_ROW_NORM
 a row of a pair, HEADROOM a lone row), so the complex row has norm HEADROOM and, the column
@@ -16,7 +17,7 @@ multiplies KMAX back in with the row's scale.
 
 Three kernels, one program per (pair of) rows and column block or row k1. One persistent
 kernel taking (pairs of) rows in turn through all three passes, in a scratch of its own small
-enough for L2, was 1.3-2.6x slower on the H100 (docs/results/fftconv.md): each program runs
+enough for L2, was 1.3-2.5x slower on the H100 (docs/results/fftconv.md): each program runs
 its passes one after another, with the SM's few warps waiting on each.
 """
 
