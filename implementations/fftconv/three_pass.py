@@ -63,15 +63,29 @@ def _row_scale(RowScale, ch, b, batch, ROW_SCALED: tl.constexpr):
 
 
 @triton.jit
-def _column_forward(U, W, scratch, RowScale, F1, TW, b, ch, batch, length, stride_ub, stride_uc, stride_wb, stride_wc,
-                    m0, N1: tl.constexpr, N1_IO: tl.constexpr, M: tl.constexpr, BLOCK_M: tl.constexpr,
-                    PAIRED: tl.constexpr, GATED: tl.constexpr, ROW_SCALED: tl.constexpr, PRECISION: tl.constexpr):
-    """Columns [m0, m0 + BLOCK_M) of the [N1, M] view of row (b, c), or PAIRED of rows b and
-    b + 1 as one complex row: F1 @ (contracting n1 over the first N1_IO rows: N1 / 2 where that
-    is at least 16, the rest being zero padding), times W_L^(m k1), into the scratch."""
+def _item(item, groups, PAIRED: tl.constexpr):
+    """Work item -> (b, ch): (pairs of) rows in channel-major order, so a channel's rows share
+    its spectrum in L2; 64-bit, since B C N may pass 2^31."""
+    ch = (item // groups).to(tl.int64)
+    b = ((item % groups) * (2 if PAIRED else 1)).to(tl.int64)
+    return b, ch
+
+
+@triton.jit
+def _column_forward_kernel(U, W, S, RowScale, F1, TW, batch, groups, length, stride_ub, stride_uc, stride_wb, stride_wc,
+                           N1: tl.constexpr, N1_IO: tl.constexpr, M: tl.constexpr, BLOCK_M: tl.constexpr,
+                           PAIRED: tl.constexpr, GATED: tl.constexpr, ROW_SCALED: tl.constexpr,
+                           PRECISION: tl.constexpr):
+    """Columns [j BLOCK_M, (j + 1) BLOCK_M) of the [N1, M] view of row (b, c), or PAIRED of
+    rows b and b + 1 as one complex row (work item i = program (i, j)): F1 @ (contracting n1
+    over the first N1_IO rows: N1 / 2 where that is at least 16, the rest being zero padding),
+    times W_L^(m k1), into the item's scratch."""
+    item = tl.program_id(0)
+    b, ch = _item(item, groups, PAIRED)
+    scratch = S + item.to(tl.int64) * (2 * N1 * M)
     k1 = tl.arange(0, N1)
     n1 = tl.arange(0, N1_IO)
-    m = m0 + tl.arange(0, BLOCK_M)
+    m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     n = n1[:, None] * M + m[None, :]
     operand = F1.dtype.element_ty
     x = input_row(U, W, b, ch, stride_ub, stride_uc, stride_wb, stride_wc, n, n < length, GATED)
@@ -93,11 +107,15 @@ def _column_forward(U, W, scratch, RowScale, F1, TW, b, ch, batch, length, strid
 
 
 @triton.jit
-def _row_pass(scratch, KF, KMAX, F2, F3, TW, ch, k1, N1: tl.constexpr, N2: tl.constexpr, N3: tl.constexpr,
-              CHUNK: tl.constexpr, SCALE: tl.constexpr, PRECISION: tl.constexpr):
-    """Row k1 of the scratch through row_transform, in place; with SCALE, its result is left
-    divided by KMAX (the inverse column pass multiplies it back)."""
+def _row_pass_kernel(S, KF, KMAX, F2, F3, TW, groups, N1: tl.constexpr, N2: tl.constexpr, N3: tl.constexpr,
+                     CHUNK: tl.constexpr, PAIRED: tl.constexpr, SCALE: tl.constexpr, PRECISION: tl.constexpr):
+    """Row k1 of item i's scratch (program (i, k1)) through row_transform, in place; with SCALE,
+    its result is left divided by KMAX (the inverse column pass multiplies it back)."""
     M: tl.constexpr = N2 * N3
+    item = tl.program_id(0)
+    _, ch = _item(item, groups, PAIRED)
+    k1 = tl.program_id(1)
+    scratch = S + item.to(tl.int64) * (2 * N1 * M)
     row = scratch + k1 * M
     tile = tl.arange(0, N2)[:, None] * N3 + tl.arange(0, N3)[None, :]
     xr, xi = load_pair(row, tile, N1 * M)
@@ -119,16 +137,20 @@ def _row_pass(scratch, KF, KMAX, F2, F3, TW, ch, k1, N1: tl.constexpr, N2: tl.co
 
 
 @triton.jit
-def _column_inverse(scratch, V, Y, RowScale, KMAX, F1, TW, b, ch, batch, length, stride_vb, stride_vc, stride_yb,
-                    stride_yc, m0, N1: tl.constexpr, N1_IO: tl.constexpr, M: tl.constexpr, BLOCK_M: tl.constexpr,
-                    PAIRED: tl.constexpr, GATED: tl.constexpr, SCALE: tl.constexpr, ROW_SCALED: tl.constexpr,
-                    PRECISION: tl.constexpr):
-    """The inverse column pass on columns [m0, m0 + BLOCK_M): conj twiddles, conj(F1) @
-    (contracting k1; only the first N1_IO output rows), the scales undone, the gate v, into y:
-    the real part, or PAIRED the real part into row b and the imaginary part into row b + 1."""
+def _column_inverse_kernel(S, V, Y, RowScale, KMAX, F1, TW, batch, groups, length, stride_vb, stride_vc, stride_yb,
+                           stride_yc, N1: tl.constexpr, N1_IO: tl.constexpr, M: tl.constexpr, BLOCK_M: tl.constexpr,
+                           PAIRED: tl.constexpr, GATED: tl.constexpr, SCALE: tl.constexpr,
+                           ROW_SCALED: tl.constexpr, PRECISION: tl.constexpr):
+    """The inverse column pass on columns [j BLOCK_M, (j + 1) BLOCK_M) of item i (program (i,
+    j)): conj twiddles, conj(F1) @ (contracting k1; only the first N1_IO output rows), the
+    scales undone, the gate v, into y: the real part, or PAIRED the real part into row b and
+    the imaginary part into row b + 1."""
+    item = tl.program_id(0)
+    b, ch = _item(item, groups, PAIRED)
+    scratch = S + item.to(tl.int64) * (2 * N1 * M)
     k1 = tl.arange(0, N1)
     n1 = tl.arange(0, N1_IO)
-    m = m0 + tl.arange(0, BLOCK_M)
+    m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     tile = k1[:, None] * M + m[None, :]
     operand = F1.dtype.element_ty
     zr, zi = load_pair(scratch, tile, N1 * M)
@@ -151,48 +173,6 @@ def _column_inverse(scratch, V, Y, RowScale, KMAX, F1, TW, b, ch, batch, length,
         y = tl.dot(f_im, ai, y, input_precision=PRECISION)
     y *= unscale / _row_scale(RowScale, ch, b, batch, ROW_SCALED)
     output_row(Y, V, b, ch, stride_yb, stride_yc, stride_vb, stride_vc, n, n < length, y, GATED)
-
-
-@triton.jit
-def _item(item, groups, PAIRED: tl.constexpr):
-    """Work item -> (b, ch): (pairs of) rows in channel-major order, so a channel's rows share
-    its spectrum in L2; 64-bit, since B C N may pass 2^31."""
-    ch = (item // groups).to(tl.int64)
-    b = ((item % groups) * (2 if PAIRED else 1)).to(tl.int64)
-    return b, ch
-
-
-@triton.jit
-def _column_forward_kernel(U, W, S, RowScale, F1, TW, batch, groups, length, stride_ub, stride_uc, stride_wb, stride_wc,
-                           N1: tl.constexpr, N1_IO: tl.constexpr, M: tl.constexpr, BLOCK_M: tl.constexpr,
-                           PAIRED: tl.constexpr, GATED: tl.constexpr, ROW_SCALED: tl.constexpr,
-                           PRECISION: tl.constexpr):
-    item = tl.program_id(0)
-    b, ch = _item(item, groups, PAIRED)
-    _column_forward(U, W, S + item.to(tl.int64) * (2 * N1 * M), RowScale, F1, TW, b, ch, batch, length, stride_ub,
-                    stride_uc, stride_wb, stride_wc, tl.program_id(1) * BLOCK_M, N1, N1_IO, M, BLOCK_M, PAIRED, GATED,
-                    ROW_SCALED, PRECISION)
-
-
-@triton.jit
-def _row_pass_kernel(S, KF, KMAX, F2, F3, TW, groups, N1: tl.constexpr, N2: tl.constexpr, N3: tl.constexpr,
-                     CHUNK: tl.constexpr, PAIRED: tl.constexpr, SCALE: tl.constexpr, PRECISION: tl.constexpr):
-    item = tl.program_id(0)
-    _, ch = _item(item, groups, PAIRED)
-    _row_pass(S + item.to(tl.int64) * (2 * N1 * N2 * N3), KF, KMAX, F2, F3, TW, ch, tl.program_id(1), N1, N2, N3,
-              CHUNK, SCALE, PRECISION)
-
-
-@triton.jit
-def _column_inverse_kernel(S, V, Y, RowScale, KMAX, F1, TW, batch, groups, length, stride_vb, stride_vc, stride_yb,
-                           stride_yc, N1: tl.constexpr, N1_IO: tl.constexpr, M: tl.constexpr, BLOCK_M: tl.constexpr,
-                           PAIRED: tl.constexpr, GATED: tl.constexpr, SCALE: tl.constexpr,
-                           ROW_SCALED: tl.constexpr, PRECISION: tl.constexpr):
-    item = tl.program_id(0)
-    b, ch = _item(item, groups, PAIRED)
-    _column_inverse(S + item.to(tl.int64) * (2 * N1 * M), V, Y, RowScale, KMAX, F1, TW, b, ch, batch, length,
-                    stride_vb, stride_vc, stride_yb, stride_yc, tl.program_id(1) * BLOCK_M, N1, N1_IO, M, BLOCK_M,
-                    PAIRED, GATED, SCALE, ROW_SCALED, PRECISION)
 
 
 def three_pass(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor, y: torch.Tensor, prepared, paired: bool,
