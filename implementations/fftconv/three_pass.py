@@ -63,12 +63,21 @@ def _row_scale(RowScale, ch, b, batch, ROW_SCALED: tl.constexpr):
 
 
 @triton.jit
-def _item(item, groups, PAIRED: tl.constexpr):
-    """Work item -> (b, ch): (pairs of) rows in channel-major order, so a channel's rows share
-    its spectrum in L2; 64-bit, since B C N may pass 2^31."""
+def _item(S, groups, SCRATCH: tl.constexpr, PAIRED: tl.constexpr):
+    """This program's work item (program_id 0) -> (b, ch, its scratch of SCRATCH elements in
+    S): (pairs of) rows in channel-major order, so a channel's rows share its spectrum in L2;
+    64-bit, since B C N may pass 2^31."""
+    item = tl.program_id(0)
     ch = (item // groups).to(tl.int64)
     b = ((item % groups) * (2 if PAIRED else 1)).to(tl.int64)
-    return b, ch
+    return b, ch, S + item.to(tl.int64) * SCRATCH
+
+
+@triton.jit
+def _column_block(N1: tl.constexpr, N1_IO: tl.constexpr, BLOCK_M: tl.constexpr):
+    """The column kernels' indices: k1 (all N1 rows), n1 (the first N1_IO) and this program's
+    BLOCK_M columns m (program_id 1)."""
+    return tl.arange(0, N1), tl.arange(0, N1_IO), tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
 
 
 @triton.jit
@@ -80,12 +89,8 @@ def _column_forward_kernel(U, W, S, RowScale, F1, TW, batch, groups, length, str
     rows b and b + 1 as one complex row (work item i = program (i, j)): F1 @ (contracting n1
     over the first N1_IO rows: N1 / 2 where that is at least 16, the rest being zero padding),
     times W_L^(m k1), into the item's scratch."""
-    item = tl.program_id(0)
-    b, ch = _item(item, groups, PAIRED)
-    scratch = S + item.to(tl.int64) * (2 * N1 * M)
-    k1 = tl.arange(0, N1)
-    n1 = tl.arange(0, N1_IO)
-    m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    b, ch, scratch = _item(S, groups, 2 * N1 * M, PAIRED)
+    k1, n1, m = _column_block(N1, N1_IO, BLOCK_M)
     n = n1[:, None] * M + m[None, :]
     operand = F1.dtype.element_ty
     x = input_row(U, W, b, ch, stride_ub, stride_uc, stride_wb, stride_wc, n, n < length, GATED)
@@ -112,10 +117,8 @@ def _row_pass_kernel(S, KF, KMAX, F2, F3, TW, groups, N1: tl.constexpr, N2: tl.c
     """Row k1 of item i's scratch (program (i, k1)) through row_transform, in place; with SCALE,
     its result is left divided by KMAX (the inverse column pass multiplies it back)."""
     M: tl.constexpr = N2 * N3
-    item = tl.program_id(0)
-    _, ch = _item(item, groups, PAIRED)
+    _, ch, scratch = _item(S, groups, 2 * N1 * M, PAIRED)
     k1 = tl.program_id(1)
-    scratch = S + item.to(tl.int64) * (2 * N1 * M)
     row = scratch + k1 * M
     tile = tl.arange(0, N2)[:, None] * N3 + tl.arange(0, N3)[None, :]
     xr, xi = load_pair(row, tile, N1 * M)
@@ -145,12 +148,8 @@ def _column_inverse_kernel(S, V, Y, RowScale, KMAX, F1, TW, batch, groups, lengt
     j)): conj twiddles, conj(F1) @ (contracting k1; only the first N1_IO output rows), the
     scales undone, the gate v, into y: the real part, or PAIRED the real part into row b and
     the imaginary part into row b + 1."""
-    item = tl.program_id(0)
-    b, ch = _item(item, groups, PAIRED)
-    scratch = S + item.to(tl.int64) * (2 * N1 * M)
-    k1 = tl.arange(0, N1)
-    n1 = tl.arange(0, N1_IO)
-    m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    b, ch, scratch = _item(S, groups, 2 * N1 * M, PAIRED)
+    k1, n1, m = _column_block(N1, N1_IO, BLOCK_M)
     tile = k1[:, None] * M + m[None, :]
     operand = F1.dtype.element_ty
     zr, zi = load_pair(scratch, tile, N1 * M)
