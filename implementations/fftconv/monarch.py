@@ -55,6 +55,11 @@ class Plan:
     chunk: int = 0  # rows k2 of the tile the row transform takes at a time; 0: all n2 at once
     num_stages: int = 3  # the row transform's software pipelining of its chunk loop (Triton's default: 3)
     paired: bool = True  # two rows of a channel a transform, when the batch has two (triton_fftconv.py)
+    max_registers: int = 0  # the row kernel's registers a thread, capped (Triton's maxnreg) for one more block an SM; 0: no cap
+
+    def register_cap(self) -> dict[str, int]:
+        """The row kernel's launch option capping its registers, if the plan caps them."""
+        return {"maxnreg": self.max_registers} if self.max_registers else {}
 
     @property
     def rows_per_pass(self) -> int:
@@ -79,37 +84,43 @@ class Plan:
             return f"plan {self}: chunk must be 0 or a power of two from 16 to n2"
         if not 1 <= self.num_stages <= 4:
             return f"plan {self}: num_stages must be from 1 to 4"
+        if self.max_registers and not 24 <= self.max_registers <= 255:
+            return f"plan {self}: max_registers must be 0 (no cap) or from 24 to 255"
         return None
 
 
-# Per FFT length: (n1, n2, n3, row-kernel warps[, chunk[, stages[, column block_m[, column warps]]]]). Up to FUSED_MAX_L one fused kernel; above,
-# an outer factor of 16..128 through the column kernels. The tile's larger factor is n2 (the
-# first product contracts only half of it, the last produces only half).
-# Timed on the H100 (Triton 3.6; `python -m implementations.fftconv.tune --lengths 8192,16384`,
-# bf16, gated): N = 8192 (16384) best at 32 rows a pass, 8 warps, 2 stages, 2.99 ms (its whole
-# tile at 16 warps spilled: 19.1 ms); N = 16384 (32768) at 16 x 32 x 64, 4 warps, 2.89 ms.
-# Whole 64-row tiles at 4 warps in the three-pass row kernel (16 x 64 x 16, 16 x 64 x 32) came
-# out NaN, one with an illegal address: Triton 3.6's code, not the interpreter's (the CPU tests
-# pass them), so the three-pass plans keep to 32-row tiles or chunks of 32 rows, and the
-# 128 x 128 ones to one stage (at two, 264 KiB of shared memory: more than an H100's 227).
-# Not every such tile faults (16 x 64 x 64 at 4 warps ran correct in one sweep at N = 32768:
-# 4.47 ms, against 4.75 for 32 x 32 x 64), but 16 x 64 x 32 at 16384 faulted again; the sweep
-# no longer offers three-pass 64-row tiles at 4 warps, and no plan uses them. Two rows a transform (the packing) since: at
-# N = 8192 the same fused plan is best, 1.54 ms (was 2.99); at 16384, 16 x 32 x 64 again,
-# 1.44 ms; at 2048 the whole 64 x 64 tile at 4 warps, 0.075 ms, where 8 warps (the unpaired
-# kernel's best) took 0.136. The three passes' scratch in float16 since (this session's probe,
-# B8 C512 gated, against torch.fft's 3.94 / 8.43 / 22.2 ms in the same run): 16384 at 1.20 ms
-# (the float32 scratch's sweep: 1.44), 32768 at 2.40 (2.82), 65536 at 4.83 with 128-column
-# blocks (64: 4.90); 128- and 256-column blocks and 8 column warps were no faster at 16384 and
-# 32768. compute-sanitizer on the faulting plans (16 x 64 x 16 at 4 warps, the fused 128 x 32 at
-# 16 warps) reports out-of-bounds __shared__ reads inside tl.dot (tiles.cdot): Triton 3.6's code
-# for those operand shapes, not an access of the kernels'. The lengths not yet timed follow
-# the timed ones' shapes.
+# Per FFT length: (n1, n2, n3, row-kernel warps[, chunk[, stages[, column block_m[, column warps[,
+# paired[, max_registers]]]]]]). Up to FUSED_MAX_L one fused kernel; above, an outer factor of
+# 16..128 through the column kernels. The tile is held [n3, n2] (tiles.row_transform), so n3 is
+# the tensor cores' M: 64 or more runs Hopper's warpgroup MMA.
+# Timed on the H100 (Triton 3.6), bf16, gated, with the tiles transposed (this session; before,
+# the tiles were [n2, n3] and their products of 32-row chunks ran as mma.sync):
+# `python -m implementations.fftconv.tune --lengths 1024,2048,4096` (B8 C512): 1024 at 32 x 64
+# (0.040 ms; the [n2, n3] sweep's 64 x 32, 0.063 now), 2048 at 64 x 64 in 32-column chunks
+# (0.086), 4096 at 128 x 64, 4 warps, 64-column chunks (0.161; 8 warps whole, 0.327);
+# `--lengths 8192,16384,32768 --jobs 14`: N = 8192 best
+# at 64 columns a pass, 8 warps, one stage, 1.147 ms (the [n2, n3] tile's 32 rows a pass, 2
+# stages: 1.568; now 258 KiB of shared memory, more than the H100's 227); 16384 and 32768 keep
+# 16 x 32 x 64 and 32 x 32 x 64 at 4 warps, whose row kernels capped at 128 registers fit 4
+# blocks an SM (3 at their 124-131): 16384 1.080 -> 1.029 ms, 32768 2.124 -> 2.017, 65536
+# 4.378 -> 4.171 (with 128-column blocks; 16384 too, 1.016). Above, B1 C256
+# (scratch/probe7-style one plan a process): 128 x 128 row tiles in chunks no longer fit shared
+# memory (232-246 KiB) and whole ones spill, so N = 131072 runs 64 x 64 x 64 at 4 warps (1.13
+# ms, against 1.95 for the [n2, n3] 16 x 128 x 128), 262144 128 x 64 x 64 (2.36), 524288
+# 128 x 64 x 128 at 8 warps (5.55) and 1048576, whose only factoring is 128^3, the whole tile
+# at 8 warps (18.8 ms, against 15.3 for the [n2, n3] tile in 32-row chunks: the one length the
+# transposed tile made slower). Some plans fault the GPU with illegal addresses or return NaN
+# on the H100, never in the CPU interpreter (e.g. 16 x 32 x 64 at 8 warps, 64 x 64 x 64 in
+# 16-column chunks at 8): compute-sanitizer placed the earlier ones in out-of-bounds __shared__
+# reads inside tl.dot (tiles.cdot), Triton 3.6's code for those operand shapes, not an access
+# of the kernels'; the sweep isolates them (tune.py) and no plan uses them. The lengths not
+# yet timed follow the timed ones' shapes.
 _SM90 = {
-    256: (1, 16, 16, 4), 512: (1, 32, 16, 4), 1024: (1, 32, 32, 4), 2048: (1, 64, 32, 4),
-    4096: (1, 64, 64, 4), 8192: (1, 128, 64, 8), 16384: (1, 128, 128, 8, 32, 2),
-    1 << 15: (16, 32, 64, 4), 1 << 16: (32, 32, 64, 4), 1 << 17: (64, 32, 64, 4, 0, 3, 128), 1 << 18: (16, 128, 128, 8, 32, 1),
-    1 << 19: (32, 128, 128, 8, 32, 1), 1 << 20: (64, 128, 128, 8, 32, 1), 1 << 21: (128, 128, 128, 8, 32, 1),
+    256: (1, 16, 16, 4), 512: (1, 16, 32, 4), 1024: (1, 32, 32, 4), 2048: (1, 32, 64, 4),
+    4096: (1, 64, 64, 4, 32, 1), 8192: (1, 128, 64, 4, 64, 1), 16384: (1, 128, 128, 8, 64, 1),
+    1 << 15: (16, 32, 64, 4, 0, 3, 128, 4, True, 128), 1 << 16: (32, 32, 64, 4, 0, 3, 64, 4, True, 128),
+    1 << 17: (64, 32, 64, 4, 0, 3, 128, 4, True, 128), 1 << 18: (64, 64, 64, 4), 1 << 19: (128, 64, 64, 4),
+    1 << 20: (128, 64, 128, 8), 1 << 21: (128, 128, 128, 8),
 }
 PLANS = {"interpreter": _SM90, "sm90": _SM90, "sm100": _SM90, "sm80": _SM90, "sm8x": _SM90, "other": _SM90}
 
@@ -171,7 +182,7 @@ def make_plan(length: int, dtype: torch.dtype = torch.bfloat16) -> Plan:
     tables = FP32_PLANS if dtype == torch.float32 else PLANS
     n1, n2, n3, warps, *rest = tables[architecture()][fft_length(length)]
     return Plan(n1, n2, n3, num_warps=warps,
-                **dict(zip(("chunk", "num_stages", "block_m", "column_warps", "paired"), rest)))
+                **dict(zip(("chunk", "num_stages", "block_m", "column_warps", "paired", "max_registers"), rest)))
 
 
 # --- the constant tables, built once in float64 and rounded -----------------------------------

@@ -70,23 +70,25 @@ def output_row(Y, V, b, ch, stride_yb, stride_yc, stride_vb, stride_vc, offsets,
 @triton.jit
 def row_transform(xr, xi, k_f, filter_scale, F2, F3, TW, N1: tl.constexpr, N2: tl.constexpr, N3: tl.constexpr,
                   N2_IO: tl.constexpr, CHUNK: tl.constexpr, COMPLEX: tl.constexpr, PRECISION: tl.constexpr):
-    """The length-M (= N2 N3) transform of the operand tile (xr, xi) [N2_IO, N3] (its rows
-    past N2_IO are zero), the product with the filter's spectrum k_f (its [2, N1, M] table at
-    this row's k1, times filter_scale) and the inverse: (out_r, out_i) [N2_IO, N3], the first
-    N2_IO rows, in float32. COMPLEX: the operand's imaginary part and the result's are used
-    (else xi is ignored and only out_r is meant: one real row's real output).
+    """The length-M (= N2 N3) transform of the operand tile (xr, xi) [N3, N2_IO] (element
+    [n3, n2] is the sequence's N3 n2 + n3; its columns past N2_IO are zero), the product with
+    the filter's spectrum k_f (its [2, N1, M] table at this row's k1, times filter_scale) and
+    the inverse: (out_r, out_i) [N3, N2_IO], the first N2_IO columns, in float32. COMPLEX: the
+    operand's imaginary part and the result's are used (else xi is ignored and only out_r is
+    meant: one real row's real output).
 
-    CHUNK rows k2 of the spectrum at a time (all N2 when CHUNK = N2): each chunk's
-    contribution is summed, for fewer live registers than the whole [N2, N3] tile at once, for
-    the same arithmetic. A whole tile runs straight, not as a loop of one iteration that Triton
-    would pipeline at num_stages all the same (the H100 timed both alike; the faults of some
-    whole tiles, which this was tried against, are Triton's shared-memory reads in tl.dot and
-    stayed: docs/results/fftconv.md)."""
+    The tile is held transposed (n3 down its rows) so that every product has N3 rows, the
+    tensor cores' M: Hopper's warpgroup MMA takes 64 rows or more a warpgroup, and a tile of
+    N2 rows chunked by CHUNK ran its products as Ampere's mma.sync (docs/results/fftconv.md).
+
+    CHUNK columns k2 of the spectrum at a time (all N2 when CHUNK = N2): each chunk's
+    contribution is summed, for fewer live registers than the whole [N3, N2] tile at once, for
+    the same arithmetic. A whole tile runs straight, not as a loop of one iteration."""
     if CHUNK == N2:
         out_r, out_i = _chunk(0, xr, xi, k_f, filter_scale, F2, F3, TW, N1, N2, N3, N2_IO, CHUNK, COMPLEX, PRECISION)
     else:
-        out_r = tl.zeros([N2_IO, N3], dtype=tl.float32)
-        out_i = tl.zeros([N2_IO, N3], dtype=tl.float32)
+        out_r = tl.zeros([N3, N2_IO], dtype=tl.float32)
+        out_i = tl.zeros([N3, N2_IO], dtype=tl.float32)
         for c0 in range(0, N2, CHUNK):
             part_r, part_i = _chunk(c0, xr, xi, k_f, filter_scale, F2, F3, TW, N1, N2, N3, N2_IO, CHUNK, COMPLEX,
                                     PRECISION)
@@ -98,27 +100,28 @@ def row_transform(xr, xi, k_f, filter_scale, F2, F3, TW, N1: tl.constexpr, N2: t
 @triton.jit
 def _chunk(c0, xr, xi, k_f, filter_scale, F2, F3, TW, N1: tl.constexpr, N2: tl.constexpr, N3: tl.constexpr,
            N2_IO: tl.constexpr, CHUNK: tl.constexpr, COMPLEX: tl.constexpr, PRECISION: tl.constexpr):
-    """Rows k2 in [c0, c0 + CHUNK) of the spectrum through the twiddles, @ F3, the filter's
-    product, @ conj(F3) and the conjugate twiddles, and their contribution to conj(F2) @."""
+    """Columns k2 in [c0, c0 + CHUNK) of the spectrum through the twiddles, F3 @, the filter's
+    product, conj(F3) @ and the conjugate twiddles, and their contribution to @ conj(F2)."""
     M: tl.constexpr = N2 * N3
-    io_rows = tl.arange(0, N2_IO)
-    cols = tl.arange(0, N3)
+    io = tl.arange(0, N2_IO)
+    n3 = tl.arange(0, N3)
     operand = F2.dtype.element_ty
     ks = c0 + tl.arange(0, CHUNK)
-    chunk = ks[:, None] * N3 + cols[None, :]
-    # Forward: F2 @ Z contracts n2 (rows k2 out), the twiddles, @ F3 contracts n3 (columns k3 out).
-    f_re = tl.load(F2 + ks[:, None] * N2 + io_rows[None, :])  # F2[ks, :N2_IO]
-    f_im = tl.load(F2 + N2 * N2 + ks[:, None] * N2 + io_rows[None, :])
+    chunk = ks[None, :] * N3 + n3[:, None]  # [N3, CHUNK] of the [k2, n3]-ordered tables (twiddles, spectrum)
+    # Forward: @ F2 contracts n2 (columns k2 out; a DFT matrix is symmetric), the twiddles
+    # W_M^(n3 k2), F3 @ contracts n3 (rows k3 out).
+    f_re = tl.load(F2 + io[:, None] * N2 + ks[None, :])  # F2[:N2_IO, ks]
+    f_im = tl.load(F2 + N2 * N2 + io[:, None] * N2 + ks[None, :])
     if COMPLEX:
-        zr, zi = cdot(f_re, f_im, xr, xi, PRECISION)
+        zr, zi = cdot(xr, xi, f_re, f_im, PRECISION)
     else:
-        zr = tl.dot(f_re, xr, input_precision=PRECISION)
-        zi = tl.dot(f_im, xr, input_precision=PRECISION)
+        zr = tl.dot(xr, f_re, input_precision=PRECISION)
+        zi = tl.dot(xr, f_im, input_precision=PRECISION)
     t_re, t_im = load_pair(TW, chunk, M)
     zr, zi = zr * t_re - zi * t_im, zr * t_im + zi * t_re
-    g_re = tl.load(F3 + cols[:, None] * N3 + cols[None, :])
-    g_im = tl.load(F3 + N3 * N3 + cols[:, None] * N3 + cols[None, :])
-    zr, zi = cdot(zr.to(operand), zi.to(operand), g_re, g_im, PRECISION)
+    g_re = tl.load(F3 + n3[:, None] * N3 + n3[None, :])
+    g_im = tl.load(F3 + N3 * N3 + n3[:, None] * N3 + n3[None, :])
+    zr, zi = cdot(g_re, g_im, zr.to(operand), zi.to(operand), PRECISION)
 
     # The filter's spectrum, in the same digit-reversed order; the product in float32.
     kr, ki = load_pair(k_f, chunk, N1 * M)
@@ -126,22 +129,22 @@ def _chunk(c0, xr, xi, k_f, filter_scale, F2, F3, TW, N1: tl.constexpr, N2: tl.c
     ki *= filter_scale
     zr, zi = zr * kr - zi * ki, zr * ki + zi * kr
 
-    # Inverse: @ conj(F3), the conjugate twiddles, conj(F2) @ (natural order again). The
+    # Inverse: conj(F3) @, the conjugate twiddles, @ conj(F2) (natural order again). The
     # factors and twiddles are loaded again (from L2) rather than kept live across the product.
-    g_re = tl.load(F3 + cols[:, None] * N3 + cols[None, :])
-    g_im = tl.load(F3 + N3 * N3 + cols[:, None] * N3 + cols[None, :])
-    zr, zi = cdot(zr.to(operand), zi.to(operand), g_re, -g_im, PRECISION)
+    g_re = tl.load(F3 + n3[:, None] * N3 + n3[None, :])
+    g_im = tl.load(F3 + N3 * N3 + n3[:, None] * N3 + n3[None, :])
+    zr, zi = cdot(g_re, -g_im, zr.to(operand), zi.to(operand), PRECISION)
     t_re, t_im = load_pair(TW, chunk, M)
     zr, zi = zr * t_re + zi * t_im, zi * t_re - zr * t_im
     ar = zr.to(operand)
     ai = zi.to(operand)
-    f_re = tl.load(F2 + io_rows[:, None] * N2 + ks[None, :])  # F2[:N2_IO, ks]
-    f_im = tl.load(F2 + N2 * N2 + io_rows[:, None] * N2 + ks[None, :])
+    f_re = tl.load(F2 + ks[:, None] * N2 + io[None, :])  # F2[ks, :N2_IO]
+    f_im = tl.load(F2 + N2 * N2 + ks[:, None] * N2 + io[None, :])
     if COMPLEX:
-        part_r, part_i = cdot(f_re, -f_im, ar, ai, PRECISION)
+        part_r, part_i = cdot(ar, ai, f_re, -f_im, PRECISION)
     else:
-        # One real row: only the real part is wanted, Re(conj(F2) @ E) = F2r @ Er + F2i @ Ei.
-        part_r = tl.dot(f_re, ar, input_precision=PRECISION)
-        part_r = tl.dot(f_im, ai, part_r, input_precision=PRECISION)
+        # One real row: only the real part is wanted, Re(E @ conj(F2)) = Er @ F2r + Ei @ F2i.
+        part_r = tl.dot(ar, f_re, input_precision=PRECISION)
+        part_r = tl.dot(ai, f_im, part_r, input_precision=PRECISION)
         part_i = part_r
     return part_r, part_i

@@ -61,7 +61,7 @@ def _fused_kernel(U, W, V, Y, KF, KMAX, F2, F3, TW, batch, groups, length,
     pid = tl.program_id(0)  # (pairs of) rows in channel-major order: a channel's rows share its spectrum
     ch = (pid // groups).to(tl.int64)  # 64-bit offsets: B C N may pass 2^31
     b = ((pid % groups) * (2 if PAIRED else 1)).to(tl.int64)
-    io_tile = tl.arange(0, N2_IO)[:, None] * N3 + tl.arange(0, N3)[None, :]
+    io_tile = tl.arange(0, N3)[:, None] + tl.arange(0, N2_IO)[None, :] * N3  # transposed: tiles.row_transform
     live = io_tile < length
     xr = input_row(U, W, b, ch, stride_ub, stride_uc, stride_wb, stride_wc, io_tile, live, GATED)
     xi = xr  # unused unless PAIRED
@@ -107,7 +107,7 @@ class Prepared:
     f2: torch.Tensor
     f3: torch.Tensor
     inner_twiddles: torch.Tensor
-    outer_twiddles: torch.Tensor | None
+    outer_twiddles: tuple[torch.Tensor, torch.Tensor] | None  # W_L^(m k1) as its lane and block factors (three_pass.py)
 
 
 def prepare(k: torch.Tensor, length: int, dtype: torch.dtype, plan: Plan | None = None) -> Prepared:
@@ -134,7 +134,9 @@ def prepare(k: torch.Tensor, length: int, dtype: torch.dtype, plan: Plan | None 
         f2=dft_factor(plan.n2, operand, device),
         f3=dft_factor(plan.n3, operand, device),
         inner_twiddles=twiddles(plan.n2, plan.n3, m, device),
-        outer_twiddles=twiddles(plan.n1, m, plan.length, device) if plan.n1 > 1 else None,
+        outer_twiddles=((twiddles(plan.n1, plan.block_m, plan.length, device),
+                         twiddles(m // plan.block_m, plan.n1, plan.length // plan.block_m, device))
+                        if plan.n1 > 1 else None),
     )
 
 
@@ -172,7 +174,7 @@ def fftconv(u: torch.Tensor, prepared: Prepared, v: torch.Tensor | None = None,
         u, w, v, y, prepared.k_f, prepared.k_max, prepared.f2, prepared.f3, prepared.inner_twiddles, batch, groups,
         length, u.stride(0), u.stride(1), w.stride(0), w.stride(1), v.stride(0), v.stride(1), y.stride(0), y.stride(1),
         N2=plan.n2, N3=plan.n3, N2_IO=io_rows(plan.n2), CHUNK=plan.rows_per_pass, PAIRED=paired, GATED=gated,
-        SCALE=scale, PRECISION=precision, num_warps=plan.num_warps, num_stages=plan.num_stages)
+        SCALE=scale, PRECISION=precision, num_warps=plan.num_warps, num_stages=plan.num_stages, **plan.register_cap())
     return y
 
 

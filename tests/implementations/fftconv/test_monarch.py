@@ -4,6 +4,7 @@ and the DFT factors, twiddles and the filter's digit-reversed spectrum against N
 
 from __future__ import annotations
 
+import ast
 import numpy as np
 import pytest
 import torch
@@ -45,6 +46,21 @@ def test_a_plans_entry_may_name_its_chunk_and_stages(monkeypatch):
     assert monarch.make_plan(8192) == Plan(1, 128, 128, num_warps=16, chunk=0, num_stages=3)
     monkeypatch.setitem(monarch.PLANS["sm90"], 16384, (16, 32, 32, 8, 0, 3, 32, 8, False))
     assert monarch.make_plan(8192) == Plan(16, 32, 32, num_warps=8, block_m=32, column_warps=8, paired=False)
+    monkeypatch.setitem(monarch.PLANS["sm90"], 16384, (16, 32, 32, 4, 0, 3, 64, 4, True, 128))
+    plan = monarch.make_plan(8192)
+    assert plan.max_registers == 128 and plan.register_cap() == {"maxnreg": 128}
+    assert Plan(16, 32, 32).register_cap() == {}
+
+
+def test_tuning_names_and_entries_give_back_their_plans():
+    """The sweep's candidate names parse back to the plan, and its PLANS entry builds it again."""
+    for N in (512, 16384):
+        for plan in tune.candidates(N):
+            assert tune._parse(f"N{N} {tune._name(plan)}") == (f"N{N}", plan)
+            n1, n2, n3, warps, *rest = ast.literal_eval(tune._entry(plan))
+            keys = ("chunk", "num_stages", "block_m", "column_warps", "paired", "max_registers")
+            assert Plan(n1, n2, n3, num_warps=warps, **dict(zip(keys, rest))) == plan
+    assert any(plan.max_registers for plan in tune.candidates(16384))
 
 
 @pytest.mark.parametrize("N", tune.LENGTHS)
@@ -74,6 +90,7 @@ def test_bad_plans_are_refused():
     assert "chunk must be 0 or a power of two from 16 to n2" in Plan(1, 32, 16, chunk=64).problem()
     assert Plan(1, 32, 16, chunk=16).problem() is None and Plan(1, 32, 16).rows_per_pass == 32
     assert "num_stages must be from 1 to 4" in Plan(1, 32, 16, chunk=16, num_stages=0).problem()
+    assert "max_registers must be 0 (no cap) or from 24 to 255" in Plan(16, 32, 16, max_registers=300).problem()
     with pytest.raises(ValueError, match="too short"):
         prepare(torch.zeros(1, 4), 300, torch.float32, Plan(1, 16, 16))
 
