@@ -67,7 +67,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(suite=args.suite, tier=args.tier, impls=tuple(_split(args.impl)),
                          dtypes=tuple(_split(args.dtype)), cases=tuple(_split(args.case)), resume=resume,
                          results_dir=Path(args.results),
-                         isolate=not args.no_isolate)
+                         isolate=not args.no_isolate,
+                         **({"unit_timeout_s": args.unit_timeout} if args.unit_timeout else {}))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task(f"{args.suite}: preparing (environment, ceilings)", total=None)
@@ -329,6 +330,16 @@ def _selection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--case", action="append", help="only cases with these parameters, KEY=VALUE (e.g. D=64,causal=true)")
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return seconds
+
+
 def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
 
@@ -354,6 +365,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="continue the newest unfinished run of this suite (or the given .jsonl log)")
     p.add_argument("--results", default="results", help="results folder (default: results)")
     p.add_argument("--no-isolate", action="store_true", help="measure in this process (no crash isolation)")
+    p.add_argument("--unit-timeout", type=_positive_seconds, default=None, metavar="SECONDS",
+                   help="an implementation's limit at one case, compiling included: past it, its row is a "
+                        "timeout and the run goes on (default: 1800)")
     p.set_defaults(command=cmd_run)
 
     p = sub.add_parser("close", help="write the table of a run that will not be finished from its log as far as "

@@ -202,6 +202,8 @@ def test_show_a_file_that_is_not_a_table(bench, tmp_path):
     (["run", "smoke", "--bogus"], "error: unrecognized arguments: --bogus"),
     (["frobnicate"], "error: argument name: invalid choice: 'frobnicate'"),
     (["run", "smoke", "--tier", "medium"], "error: argument --tier: invalid choice: 'medium'"),
+    (["run", "smoke", "--unit-timeout", "0"], "error: argument --unit-timeout: expected a number of seconds above 0, got '0'"),
+    (["run", "smoke", "--unit-timeout", "soon"], "error: argument --unit-timeout: expected a number of seconds above 0"),
     (["run"], "error: the following arguments are required: suite"),
     ([], "error: the following arguments are required: name"),
 ])
