@@ -6,15 +6,16 @@ Index convention. A sequence of length L is read as n = M n1 + N3 n2 + n3 (M = N
 its spectrum comes out at k = k1 + N1 (k2 + N2 k3): the Cooley-Tukey digit reversal. One
 (N1 = 1) or two (N1 >= 16) levels:
 
-- in registers, a length-M sequence is a [N2, N3] tile Z[n2, n3] (row-major: a plain load).
-  Its DFT is F2 @ Z (the N2-point DFT down the columns, giving rows k2), times the twiddles
-  W_M^(n3 k2) elementwise, then @ F3 (the N3-point DFT along the rows, giving columns k3):
-  the tile then holds the spectrum at k2 + N2 k3, transposed with respect to the input, and
-  is never transposed back. The filter's spectrum is precomputed in the same order
-  (filter_spectrum), so the product is elementwise, and the inverse mirrors the steps:
-  @ conj(F3), conj twiddles, conj(F2) @, which lands back in natural order.
+- in registers, a length-M sequence is held as the [N3, N2] tile Z[n3, n2] (element N3 n2 + n3:
+  the row-major [N2, N3] view transposed, so the products have N3 rows, the tensor cores' M).
+  Its DFT is Z @ F2 (the N2-point DFT along the rows, giving columns k2; a DFT matrix is
+  symmetric), times the twiddles W_M^(n3 k2) elementwise, then F3 @ (the N3-point DFT down the
+  columns, giving rows k3): the tile then holds the spectrum at k2 + N2 k3 as [k3, k2], and is
+  never reordered. The filter's spectrum is precomputed in that order (filter_spectrum), so
+  the product is elementwise, and the inverse mirrors the steps: conj(F3) @, conj twiddles,
+  @ conj(F2), which lands back in natural order.
 - above FUSED_MAX_L, an outer N1-point level goes through global memory: kernel 1 takes
-  column blocks [N1, BLOCK_M] of the [N1, M] view of x, applies F1 @ and the twiddles
+  column blocks of the [N1, M] view of x (held [BLOCK_M, N1]), applies the N1-point DFT and the twiddles
   W_L^(m k1), and writes a scratch (float16 for 16-bit inputs); kernel 2 runs the in-register
   transform, the filter's product and the inverse on each row k1 of it; kernel 3 mirrors
   kernel 1 (conj twiddles, conj(F1) @) and writes y (three_pass.py). Three passes over a row,
@@ -103,8 +104,8 @@ class Plan:
 # stages: 1.568; now 258 KiB of shared memory, more than the H100's 227); 16384 and 32768 keep
 # 16 x 32 x 64 and 32 x 32 x 64 at 4 warps, whose row kernels capped at 128 registers fit 4
 # blocks an SM (3 at their 124-131): 16384 1.080 -> 1.029 ms, 32768 2.124 -> 2.017, 65536
-# 4.378 -> 4.171 (with 128-column blocks; 16384 too, 1.016). Above, B1 C256
-# (scratch/probe7-style one plan a process): 128 x 128 row tiles in chunks no longer fit shared
+# 4.378 -> 4.171 (with 128-column blocks; 16384 too, 1.016). Above, B1 C256 gated (one plan a
+# process, the harness's timer): 128 x 128 row tiles in chunks no longer fit shared
 # memory (232-246 KiB) and whole ones spill, so N = 131072 runs 64 x 64 x 64 at 4 warps (1.13
 # ms, against 1.95 for the [n2, n3] 16 x 128 x 128), 262144 128 x 64 x 64 (2.36), 524288
 # 128 x 64 x 128 at 8 warps (5.55) and 1048576, whose only factoring is 128^3, the whole tile
@@ -113,8 +114,9 @@ class Plan:
 # on the H100, never in the CPU interpreter (e.g. 16 x 32 x 64 at 8 warps, 64 x 64 x 64 in
 # 16-column chunks at 8): compute-sanitizer placed the earlier ones in out-of-bounds __shared__
 # reads inside tl.dot (tiles.cdot), Triton 3.6's code for those operand shapes, not an access
-# of the kernels'; the sweep isolates them (tune.py) and no plan uses them. The lengths not
-# yet timed follow the timed ones' shapes.
+# of the kernels'; the sweep isolates them (tune.py), no plan uses them, and
+# `python -m implementations.fftconv.check_plans` runs every plan once against the reference.
+# The lengths not yet timed follow the timed ones' shapes.
 _SM90 = {
     256: (1, 16, 16, 4), 512: (1, 16, 32, 4), 1024: (1, 32, 32, 4), 2048: (1, 32, 64, 4),
     4096: (1, 64, 64, 4, 32, 1), 8192: (1, 128, 64, 4, 64, 1), 16384: (1, 128, 128, 8, 64, 1),

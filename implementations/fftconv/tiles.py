@@ -1,6 +1,6 @@
 """The Triton device functions both decompositions share (triton_fftconv.py's fused kernel,
 three_pass.py's passes): complex tile products, the rows' loads and stores, and the in-register
-transform of one [N2, N3] tile with the filter's product (`row_transform`).
+transform of one tile, held [N3, N2], with the filter's product (`row_transform`).
 
 Precision. The DFT factors are unitary (each scaled by 1/sqrt(n)), so every stage preserves
 a row's L2 norm, and twiddles have unit modulus; the filter's spectrum is unscaled. 16-bit

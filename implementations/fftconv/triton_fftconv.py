@@ -7,7 +7,7 @@ then y * v) and L >= 2N a power of two, so the circular convolution is the causa
 
 The decomposition (index convention, plans, the DFT factors, twiddles and the filter's
 spectrum in kernel order) is monarch.py's. Up to FUSED_MAX_L one kernel (here) runs the
-whole convolution of a row on an [N2, N3] tile; above, the outer N1-point level makes three
+whole convolution of a row on one tile (held [N3, N2]); above, the outer N1-point level makes three
 passes over a row (three_pass.py), where torch.fft's rfft, product and irfft each make at
 least one (and cuFFT several, at these lengths). The tile's transform is tiles.row_transform.
 
@@ -19,9 +19,9 @@ relative to both rows alike. A batch of one (or a plan with paired=False) runs a
 
 Real and imaginary parts are separate real tiles: a complex product is 4 real tl.dot (a lone
 real row's first product and its real output's last, 2). The input is real and its second
-half is zero padding, so the first product reads only the first half of the input rows (N2/2
-or N1/2 of them, when that is at least tl.dot's 16), and only the first half of the output
-rows is computed and stored.
+half is zero padding, so the first product reads only the first half of the outer index n2
+(or n1: N2/2 or N1/2 values, when that is at least tl.dot's 16), and only the first half of
+the output's is computed and stored.
 
 Precision (tiles.py). fp32 inputs use fp32 factors and true fp32 dots
 (triton_support.dot_precision). bf16 and fp16 inputs use float16 factors and operands on the
@@ -55,8 +55,8 @@ def _fused_kernel(U, W, V, Y, KF, KMAX, F2, F3, TW, batch, groups, length,
                   N2: tl.constexpr, N3: tl.constexpr, N2_IO: tl.constexpr, CHUNK: tl.constexpr, PAIRED: tl.constexpr,
                   GATED: tl.constexpr, SCALE: tl.constexpr, PRECISION: tl.constexpr):
     """The whole convolution of row (b, c), or PAIRED of rows b and b + 1 as the real and
-    imaginary parts of one complex row, from u (and w) to y (and v), on an [N2, N3] tile,
-    reading and writing only its first N2_IO rows (N2 / 2 where that is at least 16: the rest
+    imaginary parts of one complex row, from u (and w) to y (and v), on an [N3, N2] tile,
+    reading and writing only its first N2_IO columns (N2 / 2 where that is at least 16: the rest
     is zero padding, or outputs past N)."""
     pid = tl.program_id(0)  # (pairs of) rows in channel-major order: a channel's rows share its spectrum
     ch = (pid // groups).to(tl.int64)  # 64-bit offsets: B C N may pass 2^31

@@ -5,6 +5,8 @@ TRITON_INTERPRET, since this process's kernels are the interpreter's."""
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 
 from implementations.fftconv import tune
 from tests.child_process import run_compiling
@@ -24,3 +26,10 @@ def test_the_offline_sweep_compiles_every_candidate(tmp_path):
 def test_the_offline_sweep_refuses_an_unknown_target():
     done = run_compiling("-m", "implementations.fftconv.tune", "--offline", "gfx90a", "--lengths", "128")
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: unknown target 'gfx90a'")
+
+
+def test_the_plan_check_needs_a_gpu():
+    """`python -m implementations.fftconv.check_plans` runs every plan on a GPU; here it says so in one line."""
+    done = subprocess.run([sys.executable, "-m", "implementations.fftconv.check_plans"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: check_plans runs the plans on a CUDA GPU; none is visible"
