@@ -56,7 +56,8 @@ class Plan:
     chunk: int = 0  # rows k2 of the tile the row transform takes at a time; 0: all n2 at once
     num_stages: int = 3  # the row transform's software pipelining of its chunk loop (Triton's default: 3)
     paired: bool = True  # two rows of a channel a transform, when the batch has two (triton_fftconv.py)
-    max_registers: int = 0  # the row kernel's registers a thread, capped (Triton's maxnreg) for one more block an SM; 0: no cap
+    # The row kernel's registers a thread, capped (Triton's maxnreg) to fit one more block an SM; 0: no cap.
+    max_registers: int = 0
 
     def register_cap(self) -> dict[str, int]:
         """The row kernel's launch option capping its registers, if the plan caps them."""

@@ -98,8 +98,8 @@ def _outer_twiddles(TwLane, TwBlock, lane_tile, k1_tile, N1: tl.constexpr, M: tl
 
 
 @triton.jit
-def _column_forward_kernel(U, W, S, RowScale, F1, TwLane, TwBlock, batch, groups, length, stride_ub, stride_uc, stride_wb, stride_wc,
-                           N1: tl.constexpr, N1_IO: tl.constexpr, M: tl.constexpr, BLOCK_M: tl.constexpr,
+def _column_forward_kernel(U, W, S, RowScale, F1, TwLane, TwBlock, batch, groups, length, stride_ub, stride_uc,
+                           stride_wb, stride_wc, N1: tl.constexpr, N1_IO: tl.constexpr, M: tl.constexpr, BLOCK_M: tl.constexpr,
                            PAIRED: tl.constexpr, GATED: tl.constexpr, ROW_SCALED: tl.constexpr,
                            PRECISION: tl.constexpr):
     """Columns [j BLOCK_M, (j + 1) BLOCK_M) of the [N1, M] view of row (b, c), or PAIRED of
@@ -156,8 +156,8 @@ def _row_pass_kernel(S, KF, KMAX, F2, F3, TW, groups, N1: tl.constexpr, N2: tl.c
 
 
 @triton.jit
-def _column_inverse_kernel(S, V, Y, RowScale, KMAX, F1, TwLane, TwBlock, batch, groups, length, stride_vb, stride_vc, stride_yb,
-                           stride_yc, N1: tl.constexpr, N1_IO: tl.constexpr, M: tl.constexpr, BLOCK_M: tl.constexpr,
+def _column_inverse_kernel(S, V, Y, RowScale, KMAX, F1, TwLane, TwBlock, batch, groups, length, stride_vb, stride_vc,
+                           stride_yb, stride_yc, N1: tl.constexpr, N1_IO: tl.constexpr, M: tl.constexpr, BLOCK_M: tl.constexpr,
                            PAIRED: tl.constexpr, GATED: tl.constexpr, SCALE: tl.constexpr,
                            ROW_SCALED: tl.constexpr, PRECISION: tl.constexpr):
     """The inverse column pass on columns [j BLOCK_M, (j + 1) BLOCK_M) of item i (program (i,
