@@ -5,7 +5,7 @@ Loaded as a plugin: FLASHSUITE_PLUGINS=tests.fake_technique (child worker proces
 the variable and import it the same way).
 
 Misbehaviour that would hurt a whole run is tied to one case value:
-  - "crashes" kills its process only at N == CRASH_N;
+  - "crashes" kills its process only at N == CRASH_N, and never answers at N == HANG_N;
   - "oom" raises torch.OutOfMemoryError only at N == OOM_N.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import torch
 
@@ -23,6 +24,7 @@ from harness.registry import Direction, Inputs, Technique, implementation, regis
 
 NAME = "fake"
 CRASH_N = 13
+HANG_N = 7
 OOM_N = 64
 BIG_N = 4096  # from here on a case requires the feature "big"
 NARROW_MAX_N = 4  # "narrow" supports only N <= this
@@ -135,11 +137,13 @@ def build_oom(case: Case, x):
 
 @implementation(NAME, "crashes", role="peer", dtypes=LOW)
 def build_crashes(case: Case, x):
-    """Kills its process (SIGSEGV) at N == CRASH_N."""
+    """Kills its process (SIGSEGV) at N == CRASH_N; at N == HANG_N sleeps past any unit timeout."""
 
     def call():
         if case["N"] == CRASH_N:
             os.kill(os.getpid(), signal.SIGSEGV)
+        if case["N"] == HANG_N:
+            time.sleep(3600)
         return _f(x)
 
     return call

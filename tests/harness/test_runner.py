@@ -9,6 +9,7 @@ import json
 import math
 import re
 import statistics
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -246,6 +247,20 @@ def test_isolated_run_records_a_crash_and_measures_the_rest(fake, suite_dir, tmp
     assert (after.status == "ok").sum() == 2 and after.median_ms.notna().sum() == 2  # nondeterministic, oom
     assert re.search(r"^\[\d+/22\] fake N=13 float32 fwd crashes: crashed .*the worker process was killed by SIGSEGV$",
                      out, re.MULTILINE), out
+
+
+def test_an_implementation_past_the_unit_timeout_is_a_timeout_row_and_the_run_goes_on(fake, suite_dir, tmp_path, bench,
+                                                                                       wide_console):
+    suite_dir("hangs", fake_suite(n_values=(fake.HANG_N,)))
+    started = time.monotonic()
+    code, out, err = bench("run", "hangs", "--results", tmp_path / "results", "--impl", "reference,crashes,oom",
+                           "--unit-timeout", "10")
+    assert code == 1, err  # the timeout is a failed row
+    assert time.monotonic() - started < 120
+    frame = read_table(_only_table(tmp_path / "results", "hangs"))
+    statuses = dict(zip(frame.impl, frame.status))
+    assert statuses == {"reference": "ok", "crashes": "timeout", "oom": "ok"}, statuses
+    assert frame[frame.impl == "crashes"].iloc[0].reason == "no result within 10 s"
 
 
 # -- resume ------------------------------------------------------------------------------------
