@@ -87,13 +87,14 @@ def _column_block(N1: tl.constexpr, N1_IO: tl.constexpr, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
-def _outer_twiddles(TwLane, TwBlock, lane_tile, k1_tile, N1: tl.constexpr, M: tl.constexpr, BLOCK_M: tl.constexpr):
-    """W_L^(m k1) at this program's columns m = j BLOCK_M + lane (program_id 1 is j), as
-    W_L^(lane k1) from a [N1, BLOCK_M] table at `lane_tile` times W_L^(j BLOCK_M k1) from a
-    [M / BLOCK_M, N1] one at row j, `k1_tile`: every program reads the same lane table, which
-    stays in L1, where a whole [N1, M] table came from L2 at twice the scratch's bytes."""
-    lane_re, lane_im = load_pair(TwLane, lane_tile, N1 * BLOCK_M)
-    block_re, block_im = load_pair(TwBlock, tl.program_id(1) * N1 + k1_tile, M // BLOCK_M * N1)
+def _outer_twiddles(TwLane, TwBlock, k1, m, N1: tl.constexpr, M: tl.constexpr, BLOCK_M: tl.constexpr):
+    """W_L^(m k1) for the broadcastable index tiles k1 and m (this program's columns m = j
+    BLOCK_M + lane, program_id 1 being j), as W_L^(lane k1) from a [N1, BLOCK_M] table times
+    W_L^(j BLOCK_M k1) from a [M / BLOCK_M, N1] one: every program reads the same lane table,
+    which stays in L1, where a whole [N1, M] table came from L2 at twice the scratch's bytes
+    (on the H100 the two timed within 2% of each other: docs/results/fftconv.md)."""
+    lane_re, lane_im = load_pair(TwLane, k1 * BLOCK_M + m % BLOCK_M, N1 * BLOCK_M)
+    block_re, block_im = load_pair(TwBlock, tl.program_id(1) * N1 + k1, M // BLOCK_M * N1)
     return lane_re * block_re - lane_im * block_im, lane_re * block_im + lane_im * block_re
 
 
@@ -123,8 +124,7 @@ def _column_forward_kernel(U, W, S, RowScale, F1, TwLane, TwBlock, batch, groups
         zr = tl.dot(xr, f_re, input_precision=PRECISION)
         zi = tl.dot(xr, f_im, input_precision=PRECISION)
     tile = k1[None, :] * M + m[:, None]
-    t_re, t_im = _outer_twiddles(TwLane, TwBlock, k1[None, :] * BLOCK_M + m[:, None] % BLOCK_M, k1[None, :], N1, M,
-                                 BLOCK_M)
+    t_re, t_im = _outer_twiddles(TwLane, TwBlock, k1[None, :], m[:, None], N1, M, BLOCK_M)
     tl.store(scratch + tile, (zr * t_re - zi * t_im).to(scratch.dtype.element_ty))
     tl.store(scratch + N1 * M + tile, (zr * t_im + zi * t_re).to(scratch.dtype.element_ty))
 
@@ -169,8 +169,7 @@ def _column_inverse_kernel(S, V, Y, RowScale, KMAX, F1, TwLane, TwBlock, batch, 
     tile = k1[:, None] * M + m[None, :]
     operand = F1.dtype.element_ty
     zr, zi = load_pair(scratch, tile, N1 * M)
-    t_re, t_im = _outer_twiddles(TwLane, TwBlock, k1[:, None] * BLOCK_M + m[None, :] % BLOCK_M, k1[:, None], N1, M,
-                                 BLOCK_M)
+    t_re, t_im = _outer_twiddles(TwLane, TwBlock, k1[:, None], m[None, :], N1, M, BLOCK_M)
     ar = (zr * t_re + zi * t_im).to(operand)  # within HEADROOM with SCALE: twiddles keep magnitudes
     ai = (zi * t_re - zr * t_im).to(operand)
     f_re = tl.load(F1 + n1[:, None] * N1 + k1[None, :])
