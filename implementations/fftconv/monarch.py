@@ -37,7 +37,7 @@ DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 MIN_L = 256  # 16 x 16: tl.dot's minimum of 16 on both factors
 MAX_L = 1 << 21  # 128 x 128 x 128
 MAX_N = MAX_L // 2
-FP32_MAX_TILE = 2048  # elements of a float32 tile (n2 x n3): its FMA dots spill above (FP32_PLANS)
+FP32_MAX_TILE = 2048  # elements of a float32 tile (n2 x n3): its tf32x3 dots spill above (FP32_PLANS)
 FP32_MAX_L = 128 * FP32_MAX_TILE
 FP32_MAX_N = FP32_MAX_L // 2
 
@@ -127,26 +127,25 @@ _SM90 = {
 }
 PLANS = {"interpreter": _SM90, "sm90": _SM90, "sm100": _SM90, "sm80": _SM90, "sm8x": _SM90, "other": _SM90}
 
-# float32 inputs run true float32 dots, which Triton lowers to FMA loops, not tensor cores: a
-# tile takes several times the registers and shared memory of a 16-bit one. By the offline
-# compile (`python -m implementations.fftconv.tune --offline sm90 --dtype float32`): no 128 x 128
-# float32 tile fits an H100 (248-448 KiB of shared memory), a 64 x 64 one spills 25 KB a thread,
-# so float32 keeps to tiles of at most FP32_MAX_TILE elements, fused to N = 1024 and in three
-# passes above. On the H100 (docs/results/fftconv.md): the three-pass row kernel's 16 x 64 tile
-# took 225 ms at 4 warps and 15.6 ms at 8 (N = 8192, B16 C768, gated); the full run's plans took
-# 0.44-16 ms to N = 32768, but 376 ms at N = 65536 (64 x 32 x 64 at 16 warps, whose row kernel
-# spills 3.4 KB a thread). Longer, by the offline compile (not yet timed): n1 = 128, its column
-# kernels on 16 columns at 8 warps (64 columns at 4 warps spill 15-40 KB), and the least-spilling
-# row tile (16 x 64: 0.7 KB; at N = 131072 no 2048-element tile spills under 3.4 KB).
-# Two rows a transform (the packing) made float32 faster to N = 8192 (7.1 -> 4.4 ms at the
-# headline) and 5-8x slower from N = 16384 (5.4 -> 41 ms; 68 -> 341 at 65536), where the
-# column kernels' 64- and 128-row complex FMA dots take twice the registers of the real ones:
-# those plans keep one row a transform (the ninth entry).
+# float32 inputs run their dots as three TF32 tensor-core products each ('tf32x3',
+# triton_fftconv.DOT_PRECISION): a tile holds each operand's high and low parts, three times a
+# 16-bit tile's registers, so float32 keeps to tiles of at most FP32_MAX_TILE elements (by the
+# offline compile, 64 x 64 spills 2 KB a thread fused; 128 x 16 row tiles 18-44 KB) and to
+# three passes from N = 2048. `python -m implementations.fftconv.tune --dtype float32` on the
+# H100 (Triton 3.6, B8 C512 gated; B16 C768 at 8192), against torch.fft beside it: N = 512
+# 0.067 ms (torch.fft 0.088), 1024 0.165 (0.191), 2048 0.572 (0.385), 4096 0.670 (0.759), 8192
+# at 32 x 32 x 16 3.79 (4.43), 16384 at 32 x 64 x 16 3.19 (3.19), 32768 at 32 x 32 x 64 7.13
+# (6.95; the sweep's budget ended before the 64 x ... factorings). Two rows a transform beat one
+# by 1.6-1.9x at every length, and 16 warps were slowest or faulted. Before (true float32 dots,
+# FMA loops), the full tier's plans took 2-10x torch.fft's time (docs/results/fftconv.md). Not timed, chosen
+# by the offline compile: N = 65536 at 64 x 32 x 64 with 16-column blocks (n1 = 128's paired
+# column kernels spill 0.8-1.9 KB) and 131072 one row a transform (paired, its inverse spills).
 _SM90_FP32 = {
-    256: (1, 16, 16, 4), 512: (1, 16, 32, 4), 1024: (1, 32, 32, 4), 2048: (1, 64, 32, 8),
-    4096: (16, 16, 16, 4), 8192: (16, 16, 32, 4), 16384: (32, 16, 32, 4),
-    1 << 15: (64, 16, 32, 4, 0, 3, 64, 4, False), 1 << 16: (64, 32, 32, 8, 0, 3, 64, 4, False),
-    1 << 17: (128, 16, 64, 8, 0, 3, 16, 8, False), 1 << 18: (128, 32, 64, 16, 0, 3, 16, 8, False),
+    256: (1, 16, 16, 4), 512: (1, 16, 32, 4), 1024: (1, 64, 16, 4), 2048: (1, 32, 64, 4),
+    4096: (16, 16, 16, 4, 0, 3, 64, 4, True), 8192: (16, 32, 16, 4, 0, 3, 64, 4, True),
+    16384: (32, 32, 16, 4, 0, 3, 64, 4, True), 1 << 15: (32, 64, 16, 4, 0, 3, 64, 4, True),
+    1 << 16: (32, 32, 64, 4, 0, 3, 64, 4, True), 1 << 17: (64, 32, 64, 4, 0, 3, 16, 4, True),
+    1 << 18: (128, 32, 64, 4, 0, 3, 16, 8, False),
 }
 FP32_PLANS = {arch: _SM90_FP32 for arch in PLANS}
 FUSED_MAX_L = 16384
@@ -171,7 +170,7 @@ def unsupported_reason(length: int, dtype: torch.dtype) -> str | None:
                 f"{MAX_L} = 128 x 128 x 128")
     if dtype == torch.float32 and length > FP32_MAX_N:
         return (f"N={length} is longer than the float32 kernels' {FP32_MAX_N} (16-bit inputs go to {MAX_N}): "
-                f"float32 dots run as FMA loops, whose tiles spill past {FP32_MAX_TILE} elements, so 2N is at most "
+                f"float32 dots hold three TF32 parts of each operand, whose tiles spill past {FP32_MAX_TILE} elements, so 2N is at most "
                 f"{FP32_MAX_L} = 128 x {FP32_MAX_TILE}")
     return None
 
@@ -206,13 +205,15 @@ def dft_factor(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor
 
 
 @functools.lru_cache(maxsize=None)
-def twiddles(rows: int, cols: int, length: int, device: torch.device) -> torch.Tensor:
-    """W_length^(r c) = exp(-2 pi i r c / length) for a [rows, cols] tile, as [2, rows, cols] float32.
-    The in-register level uses (N2, N3, M): row k2, column n3; the outer level (N1, M, L)."""
+def twiddles(rows: int, cols: int, length: int, device: torch.device,
+             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """W_length^(r c) = exp(-2 pi i r c / length) for a [rows, cols] tile, as [2, rows, cols] of
+    `dtype` (the kernels multiply in float32 whatever the table holds). The in-register level
+    uses (N2, N3, M): row k2, column n3; the outer level (N1, M, L)."""
     r = torch.arange(rows, dtype=torch.int64)[:, None]
     c = torch.arange(cols, dtype=torch.int64)[None, :]
     re, im = _roots(length, r * c)
-    return torch.stack([re, im]).to(dtype=torch.float32, device=device).contiguous()
+    return torch.stack([re, im]).to(dtype=dtype, device=device).contiguous()
 
 
 def filter_spectrum(k: torch.Tensor, plan: Plan, dtype: torch.dtype) -> torch.Tensor:

@@ -23,13 +23,19 @@ half is zero padding, so the first product reads only the first half of the oute
 (or n1: N2/2 or N1/2 values, when that is at least tl.dot's 16), and only the first half of
 the output's is computed and stored.
 
-Precision (tiles.py). fp32 inputs use fp32 factors and true fp32 dots
-(triton_support.dot_precision). bf16 and fp16 inputs use float16 factors and operands on the
-tensor cores, with float32 accumulation, twiddles and products: float16 has 3 more mantissa
-bits than bfloat16, so the kernel's many roundings (about 10 against the reference's 4) stay
-small beside bfloat16's; bfloat16's range is kept by scaling each row once to a fixed norm
-(tiles.HEADROOM) and dividing the filter's product by KMAX. OPERAND says which dtype each
-input dtype uses.
+Precision (tiles.py). fp32 inputs use fp32 factors and tables, and their dots run as three
+TF32 tensor-core products ('tf32x3': each operand split into a TF32 high part and the TF32 of
+its remainder, the low-by-low product dropped), about 22 of float32's 24 bits a product, with
+errors of 3e-7 to 9e-7 against float64 where torch.fft's are 3e-7 to 5e-7 (H100); true float32
+dots ('ieee') are FMA loops, 2-10x slower than torch.fft (DOT_PRECISION). bf16 and fp16 inputs use float16
+factors, twiddles and operands on the tensor cores, with float32 accumulation and products:
+float16 has 3 more mantissa bits than bfloat16, so the kernel's many roundings (about 10
+against the reference's 4) stay small beside bfloat16's; bfloat16's range is kept by scaling
+each row once to a fixed norm (tiles.HEADROOM) and dividing the filter's product by KMAX.
+OPERAND says which dtype each input dtype uses. float16 twiddles, against float32 ones, halve
+the twiddle tables' loads and layout conversions, the passes' bottleneck (Nsight Compute: L1
+at 83-89%). With three_pass's float64 row norm, on the H100: 16K plain 0.910 -> 0.795-0.807
+ms, gated 1.009-1.017 -> 0.908, the error 2.43e-3 -> 2.45e-3.
 """
 
 from __future__ import annotations
@@ -44,9 +50,10 @@ from implementations.fftconv.monarch import (Plan, dft_factor, filter_spectrum, 
                                              unsupported_reason)
 from implementations.fftconv.three_pass import three_pass
 from implementations.fftconv.tiles import HEADROOM, PAIRED_ROW_NORM, input_row, norm, output_row, row_transform
-from implementations.triton_support import dot_precision
 
 OPERAND = {torch.bfloat16: torch.float16, torch.float16: torch.float16, torch.float32: torch.float32}
+# tl.dot's input_precision by operand dtype; Triton ignores it for 16-bit operands.
+DOT_PRECISION = {torch.float16: "tf32", torch.float32: "tf32x3"}
 
 
 @triton.jit
@@ -133,9 +140,9 @@ def prepare(k: torch.Tensor, length: int, dtype: torch.dtype, plan: Plan | None 
         f1=dft_factor(plan.n1, operand, device) if plan.n1 > 1 else None,
         f2=dft_factor(plan.n2, operand, device),
         f3=dft_factor(plan.n3, operand, device),
-        inner_twiddles=twiddles(plan.n2, plan.n3, m, device),
-        outer_twiddles=((twiddles(plan.n1, plan.block_m, plan.length, device),
-                         twiddles(m // plan.block_m, plan.n1, plan.length // plan.block_m, device))
+        inner_twiddles=twiddles(plan.n2, plan.n3, m, device, operand),
+        outer_twiddles=((twiddles(plan.n1, plan.block_m, plan.length, device, operand),
+                         twiddles(m // plan.block_m, plan.n1, plan.length // plan.block_m, device, operand))
                         if plan.n1 > 1 else None),
     )
 
@@ -162,7 +169,7 @@ def fftconv(u: torch.Tensor, prepared: Prepared, v: torch.Tensor | None = None,
     if rows == 0 or length == 0:
         return y
     scale = prepared.f2.dtype == torch.float16
-    precision = dot_precision(prepared.f2.dtype)
+    precision = DOT_PRECISION[prepared.f2.dtype]
     # Two rows of a channel (the same filter) go through one complex transform as its real and
     # imaginary parts (FlashFFTConv's packing): the middle products and the scratch per row halve.
     paired = batch > 1 and plan.paired

@@ -45,8 +45,8 @@ DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 def candidates(length: int, dtype: torch.dtype = torch.bfloat16) -> list[monarch.Plan]:
     """Every plan for sequences of `length`: fused ones while L allows, three-pass ones always.
-    float32's FMA dots cannot hold a tile above monarch.FP32_MAX_TILE elements (nor compile one
-    quickly), so its candidates stop there, whole tiles only."""
+    float32's tf32x3 dots cannot hold a tile above monarch.FP32_MAX_TILE elements, so its
+    candidates stop there, whole tiles only."""
     fft = monarch.fft_length(length)
     plans = []
     for n1 in (1,) + FACTORS:
@@ -60,9 +60,12 @@ def candidates(length: int, dtype: torch.dtype = torch.bfloat16) -> list[monarch
                     continue  # too many warps for the tile; no chunking; no loop to pipeline
                 if dtype == torch.float32 and (n2 * n3 > monarch.FP32_MAX_TILE or chunk):
                     continue
+                if dtype == torch.float32 and warps == 16:
+                    continue  # tf32x3: 16 warps timed slowest at every length, or faulted (H100)
                 # A three-pass row kernel of 4 warps at most 128 registers a thread fits 4 blocks an SM
-                # (3 uncapped, at its 124-131): 16K's 505 -> 454 us on the H100.
-                for cap in (0, 128) if n1 > 1 and warps == 4 else (0,):
+                # (3 uncapped, at its 124-131): 16K's 505 -> 454 us on the H100. float32's tf32x3
+                # dots hold three times the operands, which a cap would spill.
+                for cap in (0, 128) if n1 > 1 and warps == 4 and dtype != torch.float32 else (0,):
                     plans.append(monarch.Plan(n1, n2, n3, num_warps=warps, block_m=min(64, n2 * n3), chunk=chunk,
                                               num_stages=stages, max_registers=cap))
     return [plan for plan in plans if plan.problem() is None]

@@ -124,6 +124,9 @@ def test_twiddles():
     t = monarch.twiddles(16, 32, 512, torch.device("cpu")).double().numpy()
     r, c = np.arange(16)[:, None], np.arange(32)[None, :]
     np.testing.assert_allclose(t[0] + 1j * t[1], np.exp(-2j * np.pi * r * c / 512), atol=1e-7)
+    half = monarch.twiddles(16, 32, 512, torch.device("cpu"), torch.float16)  # 16-bit inputs' tables
+    assert half.dtype == torch.float16
+    np.testing.assert_allclose(half.double().numpy(), t, atol=2 ** -11)
 
 
 def test_filter_spectrum_is_in_digit_reversed_order(seed):

@@ -233,11 +233,11 @@ def test_refuses_mismatched_inputs(seed):
 
 def _twiddles(exponent):
     """A twiddle table built like monarch.twiddles but with exponent(r, c, length) -> (n, e): W_n^e."""
-    def table(rows, cols, length, device):
+    def table(rows, cols, length, device, dtype=torch.float32):
         r = torch.arange(rows, dtype=torch.int64)[:, None]
         c = torch.arange(cols, dtype=torch.int64)[None, :]
         re, im = monarch._roots(*exponent(r, c, length))
-        return torch.stack([re, im]).to(dtype=torch.float32, device=device).contiguous()
+        return torch.stack([re, im]).to(dtype=dtype, device=device).contiguous()
 
     return table
 
