@@ -137,7 +137,7 @@ PLANS = {"interpreter": _SM90, "sm90": _SM90, "sm100": _SM90, "sm80": _SM90, "sm
 # at 32 x 32 x 16 3.79 (4.43), 16384 at 32 x 64 x 16 3.19 (3.19), 32768 at 32 x 32 x 64 7.13
 # (6.95; the sweep's budget ended before the 64 x ... factorings). Two rows a transform beat one
 # by 1.6-1.9x at every length, and 16 warps were slowest or faulted. Before (true float32 dots,
-# FMA loops), the full tier's plans took 2-10x torch.fft's time (docs/results/fftconv.md). Not timed, chosen
+# FMA loops), the full tiers' plans took 1.04-39x torch.fft's time (docs/results/fftconv.md). Not timed, chosen
 # by the offline compile: N = 65536 at 64 x 32 x 64 with 16-column blocks (n1 = 128's paired
 # column kernels spill 0.8-1.9 KB) and 131072 one row a transform (paired, its inverse spills).
 _SM90_FP32 = {

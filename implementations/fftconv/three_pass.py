@@ -89,8 +89,8 @@ def _outer_twiddles(TwLane, TwBlock, k1, m, N1: tl.constexpr, M: tl.constexpr, B
     """W_L^(m k1) for the broadcastable index tiles k1 and m (this program's columns m = j
     BLOCK_M + lane, program_id 1 being j), as W_L^(lane k1) from a [N1, BLOCK_M] table times
     W_L^(j BLOCK_M k1) from a [M / BLOCK_M, N1] one: every program reads the same lane table,
-    which stays in L1, where a whole [N1, M] table came from L2 at twice the scratch's bytes
-    (on the H100 the two timed within 2% of each other: docs/results/fftconv.md)."""
+    which stays in L1, where a whole [N1, M] table came from L2 at the scratch's bytes again
+    (float32 tables, on the H100: within 2% of each other; docs/results/fftconv.md)."""
     lane_re, lane_im = load_pair(TwLane, k1 * BLOCK_M + m % BLOCK_M, N1 * BLOCK_M)
     block_re, block_im = load_pair(TwBlock, tl.program_id(1) * N1 + k1, M // BLOCK_M * N1)
     return lane_re * block_re - lane_im * block_im, lane_re * block_im + lane_im * block_re

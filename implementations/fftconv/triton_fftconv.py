@@ -23,18 +23,18 @@ half is zero padding, so the first product reads only the first half of the oute
 (or n1: N2/2 or N1/2 values, when that is at least tl.dot's 16), and only the first half of
 the output's is computed and stored.
 
-Precision (tiles.py). fp32 inputs use fp32 factors and tables, and their dots run as three
-TF32 tensor-core products ('tf32x3': each operand split into a TF32 high part and the TF32 of
-its remainder, the low-by-low product dropped), about 22 of float32's 24 bits a product, with
-errors of 3e-7 to 9e-7 against float64 where torch.fft's are 3e-7 to 5e-7 (H100); true float32
-dots ('ieee') are FMA loops, 2-10x slower than torch.fft (DOT_PRECISION). bf16 and fp16 inputs use float16
-factors, twiddles and operands on the tensor cores, with float32 accumulation and products:
-float16 has 3 more mantissa bits than bfloat16, so the kernel's many roundings (about 10
-against the reference's 4) stay small beside bfloat16's; bfloat16's range is kept by scaling
+Precision (tiles.py). fp32 inputs use fp32 factors and tables, and their dots run as three TF32
+tensor-core products ('tf32x3': each operand split into a TF32 high part and the TF32 of its
+remainder, the low-by-low product dropped), about 22 of float32's 24 bits a product, with errors
+of 3e-7 to 9e-7 against float64 where torch.fft's are 3e-7 to 5e-7 (H100); true float32 dots
+('ieee') are FMA loops, up to 39x torch.fft's time (DOT_PRECISION). bf16 and fp16 inputs use
+float16 factors, twiddles and operands on the tensor cores, with float32 accumulation and
+products: float16 has 3 more mantissa bits than bfloat16, so the kernel's many roundings (about
+10 against the reference's 4) stay small beside bfloat16's; bfloat16's range is kept by scaling
 each row once to a fixed norm (tiles.HEADROOM) and dividing the filter's product by KMAX.
 OPERAND says which dtype each input dtype uses. float16 twiddles, against float32 ones, halve
-the twiddle tables' loads and layout conversions, the passes' bottleneck (Nsight Compute: L1
-at 83-89%). With three_pass's float64 row norm, on the H100: 16K plain 0.910 -> 0.795-0.807
+the twiddle tables' loads and layout conversions, the passes' bottleneck (Nsight Compute: L1 at
+83-89%). With three_pass's float64 row norm, on the H100: 16K plain 0.910 -> 0.795-0.807
 ms, gated 1.009-1.017 -> 0.908, the error 2.43e-3 -> 2.45e-3.
 """
 
