@@ -137,9 +137,10 @@ PLANS = {"interpreter": _SM90, "sm90": _SM90, "sm100": _SM90, "sm80": _SM90, "sm
 # at 32 x 32 x 16 3.79 (4.43), 16384 at 32 x 64 x 16 3.19 (3.19), 32768 at 32 x 32 x 64 7.13
 # (6.95; the sweep's budget ended before the 64 x ... factorings). Two rows a transform beat one
 # by 1.6-1.9x at every length, and 16 warps were slowest or faulted. Before (true float32 dots,
-# FMA loops), the full tiers' plans took 1.04-39x torch.fft's time (docs/results/fftconv.md). Not timed, chosen
-# by the offline compile: N = 65536 at 64 x 32 x 64 with 16-column blocks (n1 = 128's paired
-# column kernels spill 0.8-1.9 KB) and 131072 one row a transform (paired, its inverse spills).
+# FMA loops), the full tiers' plans took 1.04-39x torch.fft's time (docs/results/fftconv.md).
+# Chosen by the offline compile, not swept: N = 65536 at 64 x 32 x 64 with 16-column blocks
+# (n1 = 128's paired column kernels spill 0.8-1.9 KB; the full tier: 18.05 ms plain, torch.fft
+# 17.02) and 131072 one row a transform (paired, its inverse spills; checked, not timed).
 _SM90_FP32 = {
     256: (1, 16, 16, 4), 512: (1, 16, 32, 4), 1024: (1, 64, 16, 4), 2048: (1, 32, 64, 4),
     4096: (16, 16, 16, 4, 0, 3, 64, 4, True), 8192: (16, 32, 16, 4, 0, 3, 64, 4, True),
@@ -170,8 +171,8 @@ def unsupported_reason(length: int, dtype: torch.dtype) -> str | None:
                 f"{MAX_L} = 128 x 128 x 128")
     if dtype == torch.float32 and length > FP32_MAX_N:
         return (f"N={length} is longer than the float32 kernels' {FP32_MAX_N} (16-bit inputs go to {MAX_N}): "
-                f"float32 dots hold three TF32 parts of each operand, whose tiles spill past {FP32_MAX_TILE} elements, so 2N is at most "
-                f"{FP32_MAX_L} = 128 x {FP32_MAX_TILE}")
+                f"float32 dots hold three TF32 parts of each operand, whose tiles spill past {FP32_MAX_TILE} "
+                f"elements, so 2N is at most {FP32_MAX_L} = 128 x {FP32_MAX_TILE}")
     return None
 
 

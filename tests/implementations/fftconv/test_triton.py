@@ -164,6 +164,19 @@ def test_magnitudes_outside_float16(seed, dtype, scale):
         assert_rule(out, conv, f"x {scale:g}, {describe(conv)}, plan {plan}; {reproduce(seed)}")
 
 
+@pytest.mark.parametrize("plan", [None, Plan(16, 16, 16)], ids=["2-factor", "3-factor"])
+def test_bfloat16_range_rows(seed, plan):
+    """bf16 rows of magnitude 1e20 (their squares, 1e40, overflow float32; the filter 1e-20, so
+    outputs are O(1)): each row's norm is still found, in the fused kernel and in the three
+    passes' row-norm kernel, and the outputs are within the rule, for a pair of rows and a row
+    alone (B = 3)."""
+    conv = make_conv(seed, 3, 2, 1000, 1000, True, torch.float32, u_scale=1e20,
+                     k_scale=1e-20 / 1000 ** 0.5).to(torch.bfloat16)
+    out = monarch_fftconv(*conv.args, plan=plan)
+    assert torch.isfinite(out).all() and out.abs().amax() > 0, f"plan {plan}: lost the rows; {reproduce(seed)}"
+    assert_rule(out, conv, f"x 1e20, {describe(conv)}, plan {plan}; {reproduce(seed)}")
+
+
 # --- structure: channels, strides, determinism, coverage of the output ---------------------------
 
 
