@@ -11,6 +11,7 @@ crashed, timeout), 0 when none did; `bench gate` exits with 1 when a case regres
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +19,11 @@ from rich.console import Console
 
 from harness.errors import UsageError
 
-console = Console()
+# Off a terminal (a CI log, a GPU machine's pipe) rich would squeeze every table into 80
+# columns, one or two characters a cell; there a table takes the width its columns need, up
+# to LOG_WIDTH. A terminal, or COLUMNS set, keeps rich's own width.
+LOG_WIDTH = 250
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else LOG_WIDTH)
 
 
 def main(argv: list[str] | None = None) -> int:

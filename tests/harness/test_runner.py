@@ -7,15 +7,18 @@ import contextlib
 import io
 import json
 import math
+import os
 import re
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from harness import registry, suites
+from harness import registry, report, suites
 from harness.errors import UsageError
 from harness.results import COLUMNS, RunLog, read_table
 from harness.runner import Runner, RunOptions, plan
@@ -227,6 +230,19 @@ def test_bench_show_prints_the_table_and_markdown(in_process_run, bench, wide_co
     lines = out.splitlines()
     assert lines[0].startswith("| technique | case | dtype | dir | impl | status |")
     assert len(lines) == 2 + len(frame[frame.status != "unavailable"])
+
+
+def test_bench_show_into_a_pipe_is_not_folded(in_process_run):
+    """Off a terminal (a CI log, a GPU machine's pipe; COLUMNS unset) the table takes the width
+    its columns need: rich's default of 80 folded each cell to one or two characters."""
+    *_, table, frame = in_process_run
+    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    shown = subprocess.run([sys.executable, "-m", "harness.cli", "show", str(table)], capture_output=True,
+                           text=True, env=env, check=True).stdout
+    header = next(line for line in shown.splitlines() if "technique" in line)
+    assert "median ms" in header and "p10-p90 ms" in header, header
+    first = report.summarize(frame).iloc[0]
+    assert any(first.case in line and first.impl in line for line in shown.splitlines()), shown
 
 
 # -- process isolation -------------------------------------------------------------------------
