@@ -12,8 +12,11 @@ dataflow per shape and hardware (`choose_dataflow`):
 
 Either splits K across programs when the M x N tiles alone are too few to fill the SMs:
 each split writes float32 partials [SPLIT_K, M, N] and a second kernel sums them in a
-fixed order, so results are bitwise repeatable (no atomics). Plain pointer loads with
-masks handle any M, N, K and any strides.
+fixed order, so results are bitwise repeatable (no atomics). When the tiles outnumber the
+SMs instead (a wide N), Hopper's plan cuts N into equal row ranges, two programs an SM
+(a range need not be a power of two: its tile's spare rows are masked), and puts W's rows
+on the MMA's 64-row side (W @ x^T) rather than x's few rows padded to 16. Plain pointer
+loads with masks handle any M, N, K and any strides.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ GEMV_UP_TO_M = {"sm90": 0, "sm100": 0}
 GEMV_UP_TO_M_DEFAULT = GEMV_MAX_M
 MIN_K_TILES_PER_SPLIT = 4  # each split keeps a few K tiles, so its loads still pipeline
 MAX_SPLIT_K = 8  # bounds the partials' traffic (SPLIT_K x M x N float32, written and read)
+BALANCED_MAX_ROWS = 64  # a balanced program's most rows of W (its tile: the next power of two)
+BALANCED_MAX_M = 32  # past 32 rows of x, two 4-stage 64 x 128 pipelines overflow an SM's 228 KB
 
 
 @dataclass(frozen=True)
@@ -48,16 +53,19 @@ class Tiles:
     block_k: int  # for 2-byte elements; 4-byte ones take half, reading the same bytes a step
     warps: int
     stages: int  # >= 2 double-buffers W: the next tile loads while this one is multiplied
+    balanced_per_sm: int = 0  # flat, tiles outnumbering the SMs: N in equal ranges, this many an SM (0: off)
 
 
 # Tiles per architecture. Hopper's flat tiling won the H100 sweep (32 x 256 x 4 stages, no
-# split: 16.5-16.8 us at M 1-64 on 4096x4096 against cuBLAS's 16.9-18.2; 44.4-44.7 us on
-# 4096x14336 against 43.9-44.1); the other entries are untuned starting points. The
-# interpreter's are small: NumPy runs every program one after another.
+# split: 16.5-16.8 us at M 1-64 on 4096x4096 against cuBLAS's 16.9-18.2). On a wide N
+# (4096x14336) its 448 tiles lost to cuBLAS (45.5-46.2 us against 43.8-44.8); 264 balanced
+# ranges of 55 rows, swapped, took 43.5-43.9 (the tune command below `choose_dataflow`). The
+# other entries are untuned starting points. The interpreter's are small: NumPy runs every
+# program one after another.
 CONFIGS: dict[str, dict[Dataflow, Tiles]] = {
     "interpreter": {"gemv": Tiles(64, 32, 4, 1), "flat": Tiles(32, 32, 4, 1)},
-    "sm90": {"gemv": Tiles(64, 128, 4, 4), "flat": Tiles(32, 256, 4, 4)},
-    "sm100": {"gemv": Tiles(64, 128, 4, 4), "flat": Tiles(32, 256, 4, 4)},
+    "sm90": {"gemv": Tiles(64, 128, 4, 4), "flat": Tiles(32, 256, 4, 4, balanced_per_sm=2)},
+    "sm100": {"gemv": Tiles(64, 128, 4, 4), "flat": Tiles(32, 256, 4, 4, balanced_per_sm=2)},
     "sm80": {"gemv": Tiles(64, 128, 4, 3), "flat": Tiles(64, 64, 4, 4)},
     "sm8x": {"gemv": Tiles(32, 128, 4, 2), "flat": Tiles(32, 64, 4, 3)},
     "other": {"gemv": Tiles(32, 64, 4, 2), "flat": Tiles(32, 64, 4, 2)},
@@ -66,7 +74,8 @@ CONFIGS: dict[str, dict[Dataflow, Tiles]] = {
 
 @dataclass(frozen=True)
 class Plan:
-    """How one call runs: the dataflow, its tile, the K splits, warps and pipeline stages."""
+    """How one call runs: the dataflow, its tile, the K splits, warps and pipeline stages;
+    each program's rows of W (None: the tile's BLOCK_N) and whether the dot runs W @ x^T."""
 
     dataflow: Dataflow
     block_m: int
@@ -75,6 +84,8 @@ class Plan:
     split_k: int = 1
     warps: int = 4
     stages: int = 1
+    rows_per_program: int | None = None
+    swap_ab: bool = False
 
     def __post_init__(self) -> None:
         if self.dataflow not in DATAFLOWS:
@@ -86,6 +97,15 @@ class Plan:
             raise ValueError(f"the flat dataflow's tl.dot needs blocks of at least 16, got {blocks}")
         if self.split_k < 1 or self.warps < 1 or self.stages < 1:
             raise ValueError(f"split_k, warps and stages must be positive, got {self}")
+        if self.rows_per_program is not None and not 1 <= self.rows_per_program <= self.block_n:
+            raise ValueError(f"rows_per_program must be in 1..block_n ({self.block_n}), got {self.rows_per_program}")
+        if self.swap_ab and self.dataflow != "flat":
+            raise ValueError("swap_ab swaps tl.dot's operands: only the flat dataflow has a dot")
+
+    @property
+    def rows(self) -> int:
+        """Rows of W (of y's columns) each program owns."""
+        return self.rows_per_program or self.block_n
 
 
 def choose_dataflow(M: int, N: int, K: int, sm_count: int, dtype: torch.dtype, *,
@@ -102,7 +122,11 @@ def choose_dataflow(M: int, N: int, K: int, sm_count: int, dtype: torch.dtype, *
     N, K         tiles never exceed N's or K's power of two (at least 16).
     N, sm_count  BLOCK_K halves when the tiles outnumber the SMs: a smaller pipeline lets
                  twice the programs share an SM (H100, 4096 x 14336 at M = 1: 50 us with
-                 256-wide K steps, 44.6 with 128, cuBLAS 44.1).
+                 256-wide K steps, 44.6 with 128, cuBLAS 44.1). And where the arch's flat
+                 tiles say balanced_per_sm (Hopper: 2) and M <= BALANCED_MAX_M, N is cut
+                 into that many equal row ranges an SM, in the fewest whole waves that keep
+                 each range within BALANCED_MAX_ROWS; a tile of 64 rows or more swaps the
+                 dot's operands so W's rows fill the MMA's 64-row side.
     N, sm_count  split-K: when the M x N tiles are fewer than half the SMs, K is split to fill
                  them, at most MAX_SPLIT_K ways and only while each split keeps
                  MIN_K_TILES_PER_SPLIT tiles of K.
@@ -120,47 +144,67 @@ def choose_dataflow(M: int, N: int, K: int, sm_count: int, dtype: torch.dtype, *
         block_n = tiles.block_n
     block_n = min(block_n, max(16, triton.next_power_of_2(N)))
     programs = triton.cdiv(M, block_m) * triton.cdiv(N, block_n)
+    rows_per_program, swap_ab = None, False
     if programs > sm_count:
         block_k = max(16, block_k // 2)
+        if dataflow == "flat" and tiles.balanced_per_sm and block_m <= BALANCED_MAX_M:
+            slots = tiles.balanced_per_sm * sm_count
+            rows_per_program = triton.cdiv(N, slots * triton.cdiv(N, slots * BALANCED_MAX_ROWS))
+            block_n = max(16, triton.next_power_of_2(rows_per_program))
+            swap_ab = block_n >= 64
     split_k = 1
     if programs < sm_count // 2:
         k_tiles = triton.cdiv(K, block_k)
         split_k = max(1, min(triton.cdiv(sm_count, programs), k_tiles // MIN_K_TILES_PER_SPLIT, MAX_SPLIT_K))
-    return Plan(dataflow, block_m, block_n, block_k, split_k, tiles.warps, tiles.stages)
+    return Plan(dataflow, block_m, block_n, block_k, split_k, tiles.warps, tiles.stages, rows_per_program, swap_ab)
 
 
 @triton.jit
-def _store_tile(OUT, acc, offs_m, offs_n, M, N, split, stride_os, stride_om, stride_on):
-    """A tile of y (no split) or of the split's float32 partials, past-the-edge rows dropped."""
+def _store_tile(OUT, acc, offs_m, offs_n, in_m, in_n, split, stride_os, stride_om, stride_on):
+    """A tile of y (no split) or of the split's float32 partials, rows and columns outside
+    the program's dropped."""
     ptrs = OUT + split * stride_os + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
-    tl.store(ptrs, acc.to(OUT.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+    tl.store(ptrs, acc.to(OUT.dtype.element_ty), mask=in_m[:, None] & in_n[None, :])
 
 
 @triton.jit
-def _flat_gemm(X, W, OUT, M, N, K, K_PER_SPLIT, stride_xm, stride_xk, stride_wn, stride_wk,
+def _flat_gemm(X, W, OUT, M, N, K, ROWS_PER_PROGRAM, K_PER_SPLIT, stride_xm, stride_xk, stride_wn, stride_wk,
                stride_os, stride_om, stride_on,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-               DATAFLOW: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """One BLOCK_M x BLOCK_N tile of y (or of split `split`'s partial), float32 accumulator.
-    Both dataflows read each of the program's BLOCK_N rows of W once for all BLOCK_M rows of x;
-    "flat" multiplies on tensor cores (M padded to 16, 32 or 64), "gemv" on CUDA cores."""
+               DATAFLOW: tl.constexpr, SWAP_AB: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """y[BLOCK_M rows, the program's ROWS_PER_PROGRAM columns] (or split `split`'s partial),
+    in a BLOCK_M x BLOCK_N float32 accumulator (BLOCK_N x BLOCK_M when SWAP_AB). Both
+    dataflows read each of the program's rows of W once for all BLOCK_M rows of x; "flat"
+    multiplies on tensor cores (M padded to 16, 32 or 64), "gemv" on CUDA cores."""
     pid_n, pid_m, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    lanes_n = tl.arange(0, BLOCK_N)
+    offs_n = pid_n * ROWS_PER_PROGRAM + lanes_n
+    in_m = offs_m < M
+    in_n = (lanes_n < ROWS_PER_PROGRAM) & (offs_n < N)  # a range shorter than its tile masks the rest
     offs_k = tl.arange(0, BLOCK_K)
     x_ptrs = X + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk
     w_ptrs = W + offs_n.to(tl.int64)[:, None] * stride_wn + offs_k[None, :] * stride_wk
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    if SWAP_AB:
+        acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    else:
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     k_start = split * K_PER_SPLIT
     for k in range(k_start, tl.minimum(k_start + K_PER_SPLIT, K), BLOCK_K):
         in_k = (k + offs_k) < K  # the ragged last tile reads zeros
-        x = tl.load(x_ptrs + k * stride_xk, mask=(offs_m[:, None] < M) & in_k[None, :], other=0.0)
-        w = tl.load(w_ptrs + k * stride_wk, mask=(offs_n[:, None] < N) & in_k[None, :], other=0.0)
+        x = tl.load(x_ptrs + k * stride_xk, mask=in_m[:, None] & in_k[None, :], other=0.0)
+        w = tl.load(w_ptrs + k * stride_wk, mask=in_n[:, None] & in_k[None, :], other=0.0)
         if DATAFLOW == "flat":
-            acc = tl.dot(x, w.T, acc, input_precision=DOT_PRECISION)
+            if SWAP_AB:  # y^T = W x^T: W's rows on the MMA's 64-row side, x's few rows on its narrow one
+                acc = tl.dot(w, x.T, acc, input_precision=DOT_PRECISION)
+            else:
+                acc = tl.dot(x, w.T, acc, input_precision=DOT_PRECISION)
         else:
             acc += tl.sum(x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
-    _store_tile(OUT, acc, offs_m, offs_n, M, N, split, stride_os, stride_om, stride_on)
+    if SWAP_AB:
+        _store_tile(OUT, acc.T, offs_m, offs_n, in_m, in_n, split, stride_os, stride_om, stride_on)
+    else:
+        _store_tile(OUT, acc, offs_m, offs_n, in_m, in_n, split, stride_os, stride_om, stride_on)
 
 
 @triton.jit
@@ -187,11 +231,12 @@ def flat_gemm(x: torch.Tensor, w: torch.Tensor, plan: Plan | None = None) -> tor
     split = plan.split_k > 1
     out = torch.empty((plan.split_k, M, N), dtype=torch.float32, device=x.device) if split else y
     k_per_split = triton.cdiv(triton.cdiv(K, plan.block_k), plan.split_k) * plan.block_k  # whole tiles a split
-    grid = (triton.cdiv(N, plan.block_n), triton.cdiv(M, plan.block_m), plan.split_k)
-    _flat_gemm[grid](x, w, out, M, N, K, k_per_split, x.stride(0), x.stride(1), w.stride(0), w.stride(1),
+    grid = (triton.cdiv(N, plan.rows), triton.cdiv(M, plan.block_m), plan.split_k)
+    _flat_gemm[grid](x, w, out, M, N, K, plan.rows, k_per_split, x.stride(0), x.stride(1), w.stride(0), w.stride(1),
                      out.stride(0) if split else 0, out.stride(-2), out.stride(-1),
                      BLOCK_M=plan.block_m, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, DATAFLOW=plan.dataflow,
-                     DOT_PRECISION=dot_precision(x.dtype), num_warps=plan.warps, num_stages=plan.stages)
+                     SWAP_AB=plan.swap_ab, DOT_PRECISION=dot_precision(x.dtype), num_warps=plan.warps,
+                     num_stages=plan.stages)
     if split:
         _reduce_splits(out, y)
     return y

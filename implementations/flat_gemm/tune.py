@@ -3,6 +3,10 @@ split-K rule in triton_flat_gemm.py.
 
     python -m implementations.flat_gemm.tune [--budget-s 150] [--csv sweep.csv]
         [--weights 4096x14336,...] [--rows 1,16] [--block-n 32,64] [--warps 4,8] [--stages 3,4] [--splits 1,2]
+        [--balanced 1,2]
+
+--balanced P adds the flat plans that cut N into P equal row ranges an SM (the tile the
+next power of two of a range), each with the dot as x @ W^T and swapped (W @ x^T).
 
 Every plan is replayed from a CUDA graph with the harness's timer (L2 flushed), as the suite
 times it, checked against cuBLAS first, and ranked beside cuBLAS (torch.matmul) and the plan
@@ -17,6 +21,7 @@ import sys
 import time
 
 import torch
+import triton
 
 from harness.timing import Timer, TimingPolicy
 from implementations.flat_gemm.triton_flat_gemm import Plan, choose_dataflow, flat_gemm
@@ -30,14 +35,18 @@ BLOCK_K = (64, 128, 256)
 SPLITS = (1, 2, 4, 8)
 
 
-def _plans(m: int, block_n: tuple[int, ...], warps: tuple[int, ...], stages: tuple[int, ...],
-           splits: tuple[int, ...]) -> list[Plan]:
+def _plans(m: int, n: int, sms: int, block_n: tuple[int, ...], warps: tuple[int, ...], stages: tuple[int, ...],
+           splits: tuple[int, ...], balanced: tuple[int, ...] = ()) -> list[Plan]:
     plans = []
+    block_m = max(16, triton_pow2(m))
     for block_n, block_k, stage_count, warp_count, split in itertools.product(block_n, BLOCK_K, stages, warps, splits):
         if m <= 4:
-            block_m = triton_pow2(m)
-            plans.append(Plan("gemv", block_m, max(1, block_n // block_m), block_k, split, warp_count, stage_count))
-        plans.append(Plan("flat", max(16, triton_pow2(m)), block_n, block_k, split, warp_count, stage_count))
+            gemv_m = triton_pow2(m)
+            plans.append(Plan("gemv", gemv_m, max(1, block_n // gemv_m), block_k, split, warp_count, stage_count))
+        plans.append(Plan("flat", block_m, block_n, block_k, split, warp_count, stage_count))
+    for per_sm, block_k, stage_count, warp_count, swap in itertools.product(balanced, BLOCK_K, stages, warps, (False, True)):
+        rows = triton.cdiv(n, per_sm * sms)
+        plans.append(Plan("flat", block_m, max(16, triton_pow2(rows)), block_k, 1, warp_count, stage_count, rows, swap))
     return plans
 
 
@@ -47,7 +56,7 @@ def triton_pow2(n: int) -> int:
 
 def sweep(budget_s: float, weights: list[tuple[int, int]] = WEIGHTS, rows_of_x: list[int] = ROWS,
           block_n: tuple[int, ...] = BLOCK_N, warps: tuple[int, ...] = (4,), stages: tuple[int, ...] = (3, 4),
-          splits: tuple[int, ...] = SPLITS) -> list[dict]:
+          splits: tuple[int, ...] = SPLITS, balanced: tuple[int, ...] = ()) -> list[dict]:
     timer = Timer(torch.device("cuda"), TimingPolicy(min_samples=20, min_seconds=0.02, max_seconds=0.2,
                                                      target_rel_ci=0.01))
     deadline = time.monotonic() + budget_s
@@ -59,7 +68,8 @@ def sweep(budget_s: float, weights: list[tuple[int, int]] = WEIGHTS, rows_of_x: 
         truth = torch.matmul(x.double(), w.double().T)
         weight_bytes = n * k * 2
         chosen = choose_dataflow(m, n, k, sm_count(x.device), x.dtype)
-        candidates = [("cublas", None), (f"heuristic {chosen}", chosen)] + [(str(p), p) for p in _plans(m, block_n, warps, stages, splits)]
+        plans = _plans(m, n, sm_count(x.device), block_n, warps, stages, splits, balanced)
+        candidates = [("cublas", None), (f"heuristic {chosen}", chosen)] + [(str(p), p) for p in plans]
         for name, plan in candidates:
             if time.monotonic() > deadline:
                 return rows
@@ -98,12 +108,14 @@ def _add_arguments(parser) -> None:
     parser.add_argument("--warps", type=_ints, default=[4], help="warps per program, comma-separated")
     parser.add_argument("--stages", type=_ints, default=[3, 4], help="pipeline stages, comma-separated")
     parser.add_argument("--splits", type=_ints, default=list(SPLITS), help="K splits, comma-separated")
+    parser.add_argument("--balanced", type=_ints, default=[], help="also N in equal ranges, this many an SM (comma-separated)")
 
 
 def main() -> int:
     return sweep_main(__doc__.splitlines()[0], 150.0,
                       lambda args: sweep(args.budget_s, args.weights, args.rows, tuple(args.block_n),
-                                         tuple(args.warps), tuple(args.stages), tuple(args.splits)),
+                                         tuple(args.warps), tuple(args.stages), tuple(args.splits),
+                                         tuple(args.balanced)),
                       summarize, add_arguments=_add_arguments)
 
 

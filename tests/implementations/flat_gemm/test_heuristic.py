@@ -107,12 +107,37 @@ def test_pure_given_the_architecture(monkeypatch):
         choose_dataflow(3, 77, 129, 132, torch.float16, arch="sm80")
 
 
+def test_a_wide_n_is_cut_into_equal_ranges_in_whole_waves():
+    """Tiles outnumbering the SMs: N in ranges of at most BALANCED_MAX_ROWS, two an SM, in the
+    fewest whole waves, the ranges as equal as whole rows allow; 64-row tiles swap the dot."""
+    for N, sms, M in itertools.product((4225, 6144, 11008, 14336, 50000, 128256), (8, 66, 132), (1, 16, 32)):
+        plan = choose_dataflow(M, N, 4096, sms, torch.bfloat16, arch="sm90")
+        if triton.cdiv(N, 32) <= sms:
+            continue  # the table's 32-row tiles fill at most one wave: not balanced
+        rows, slots = plan.rows, 2 * sms
+        waves = triton.cdiv(N, slots * tfg.BALANCED_MAX_ROWS)
+        assert rows <= tfg.BALANCED_MAX_ROWS and triton.cdiv(N, rows) <= waves * slots, (N, sms, plan)
+        assert N > (waves - 1) * slots * tfg.BALANCED_MAX_ROWS, f"more waves than needed: {N, sms, plan}"
+        assert rows == triton.cdiv(N, waves * slots), f"ranges not as equal as they can be: {N, sms, plan}"
+        assert plan.block_n == max(16, triton.next_power_of_2(rows)) and plan.swap_ab == (plan.block_n >= 64)
+        assert plan.block_k == 128 and plan.split_k == 1
+    # past BALANCED_MAX_M rows of x, the power-of-two tiles as before
+    plan = choose_dataflow(64, 14336, 4096, 132, torch.bfloat16, arch="sm90")
+    assert plan.rows_per_program is None and not plan.swap_ab and plan.block_n == 32
+    # only where the architecture's table asks for it
+    assert choose_dataflow(16, 14336, 4096, 132, torch.bfloat16, arch="sm80").rows_per_program is None
+
+
 @pytest.mark.parametrize("M,N,K,want", [
     # Llama-2-7B's projections at decode batch sizes, bfloat16, on an H100 (132 SMs)
     (1, 4096, 4096, Plan("flat", 16, 32, 256, 1, 4, 4)),     # attention output: 128 tiles
-    (4, 12288, 4096, Plan("flat", 16, 32, 128, 1, 4, 4)),    # fused QKV: 384 tiles > 132, K steps halve
-    (8, 11008, 4096, Plan("flat", 16, 32, 128, 1, 4, 4)),    # MLP up: 344 tiles
+    # fused QKV: 384 tiles > 132: 264 ranges of 47 rows, 64-row tiles swapped, K steps halve
+    (4, 12288, 4096, Plan("flat", 16, 64, 128, 1, 4, 4, 47, True)),
+    (8, 11008, 4096, Plan("flat", 16, 64, 128, 1, 4, 4, 42, True)),   # MLP up: 344 tiles
     (64, 1024, 11008, Plan("flat", 64, 32, 256, 5, 4, 4)),   # a narrow output: 32 tiles, split 5
+    # Llama-3-8B's MLP up at 16 rows, and its vocabulary projection: 8 waves of 264 ranges
+    (16, 14336, 4096, Plan("flat", 16, 64, 128, 1, 4, 4, 55, True)),
+    (1, 128256, 4096, Plan("flat", 16, 64, 128, 1, 4, 4, 61, True)),
 ])
 def test_picks_for_decode_shapes_on_hopper(M, N, K, want):
     assert choose_dataflow(M, N, K, 132, torch.bfloat16, arch="sm90") == want

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+import triton
 
 from harness.correctness import bitwise_equal, poisoned_allocations
 from implementations.flat_gemm import triton_flat_gemm as tfg
@@ -33,11 +34,17 @@ def _name(dtype: torch.dtype) -> str:
 
 
 def _plans(M: int, N: int, K: int, dtype: torch.dtype) -> dict[str, Plan]:
-    """The heuristic's plan, and each dataflow forced with K unsplit and split three ways."""
+    """The heuristic's plan, each dataflow forced with K unsplit and split three ways, and
+    the flat dataflow in two balanced ranges (not a power of two: 39, 23 and 65 rows, in
+    tiles of 64, 32 and 128), its dot as x @ W^T and swapped, unsplit and split."""
     plans = {"auto": choose_dataflow(M, N, K, SM, dtype)}
     for dataflow in tfg.DATAFLOWS:
         forced = choose_dataflow(M, N, K, SM, dtype, dataflow=dataflow)
         plans |= {f"{dataflow}-split1": replace(forced, split_k=1), f"{dataflow}-split3": replace(forced, split_k=3)}
+    rows = triton.cdiv(N, 2)
+    balanced = replace(plans["flat-split1"], block_n=triton.next_power_of_2(rows), rows_per_program=rows)
+    plans |= {"balanced": balanced, "balanced-swapped": replace(balanced, swap_ab=True),
+              "balanced-swapped-split3": replace(balanced, swap_ab=True, split_k=3)}
     return plans
 
 
@@ -149,6 +156,9 @@ def test_bad_inputs_raise_value_error(x, w, match):
     (dict(block_n=48), r"powers of two"),
     (dict(block_m=8), r"at least 16"),
     (dict(split_k=0), r"must be positive"),
+    (dict(rows_per_program=33), r"rows_per_program must be in 1..block_n \(32\), got 33"),
+    (dict(rows_per_program=0), r"rows_per_program must be in"),
+    (dict(dataflow="gemv", swap_ab=True), r"only the flat dataflow"),
 ])
 def test_bad_plans_raise_value_error(fields, match):
     with pytest.raises(ValueError, match=match):
