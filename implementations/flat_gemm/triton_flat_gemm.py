@@ -13,9 +13,9 @@ dataflow per shape and hardware (`choose_dataflow`):
 Either splits K across programs when the M x N tiles alone are too few to fill the SMs:
 each split writes float32 partials [SPLIT_K, M, N] and a second kernel sums them in a
 fixed order, so results are bitwise repeatable (no atomics). When the tiles outnumber the
-SMs instead (a wide N), Hopper's plan cuts N into equal row ranges, two programs an SM
-(a range need not be a power of two: its tile's spare rows are masked), and puts W's rows
-on the MMA's 64-row side (W @ x^T) rather than x's few rows padded to 16. Plain pointer
+SMs instead (a wide N), Hopper's plan cuts N into equal row ranges, a whole number of them
+an SM (a range need not be a power of two: its tile's spare rows are masked), and puts W's
+rows on the MMA's 64-row side (W @ x^T) rather than x's few rows padded to 16. Plain pointer
 loads with masks handle any M, N, K and any strides.
 """
 
@@ -43,7 +43,7 @@ GEMV_UP_TO_M = {"sm90": 0, "sm100": 0}
 GEMV_UP_TO_M_DEFAULT = GEMV_MAX_M
 MIN_K_TILES_PER_SPLIT = 4  # each split keeps a few K tiles, so its loads still pipeline
 MAX_SPLIT_K = 8  # bounds the partials' traffic (SPLIT_K x M x N float32, written and read)
-BALANCED_MAX_ROWS = 64  # a balanced program's most rows of W (its tile: the next power of two)
+BALANCED_MAX_ROWS = 64  # a balanced range's most rows of W (its tile: the next power of two)
 BALANCED_MAX_M = 32  # past 32 rows of x, two 4-stage 64 x 128 pipelines overflow an SM's 228 KB
 
 
@@ -53,19 +53,19 @@ class Tiles:
     block_k: int  # for 2-byte elements; 4-byte ones take half, reading the same bytes a step
     warps: int
     stages: int  # >= 2 double-buffers W: the next tile loads while this one is multiplied
-    balanced_per_sm: int = 0  # flat, tiles outnumbering the SMs: N in equal ranges, this many an SM (0: off)
+    balanced: bool = False  # flat, tiles outnumbering the SMs: N in equal ranges, a whole number an SM
 
 
 # Tiles per architecture. Hopper's flat tiling won the H100 sweep (32 x 256 x 4 stages, no
 # split: 16.5-16.8 us at M 1-64 on 4096x4096 against cuBLAS's 16.9-18.2). On a wide N
 # (4096x14336) its 448 tiles lost to cuBLAS (45.5-46.2 us against 43.8-44.8); 264 balanced
-# ranges of 55 rows, swapped, took 43.5-43.9 (the tune command below `choose_dataflow`). The
+# ranges of 55 rows, swapped, took 43.5-43.9 (the tune command in `choose_dataflow`). The
 # other entries are untuned starting points. The interpreter's are small: NumPy runs every
 # program one after another.
 CONFIGS: dict[str, dict[Dataflow, Tiles]] = {
     "interpreter": {"gemv": Tiles(64, 32, 4, 1), "flat": Tiles(32, 32, 4, 1)},
-    "sm90": {"gemv": Tiles(64, 128, 4, 4), "flat": Tiles(32, 256, 4, 4, balanced_per_sm=2)},
-    "sm100": {"gemv": Tiles(64, 128, 4, 4), "flat": Tiles(32, 256, 4, 4, balanced_per_sm=2)},
+    "sm90": {"gemv": Tiles(64, 128, 4, 4), "flat": Tiles(32, 256, 4, 4, balanced=True)},
+    "sm100": {"gemv": Tiles(64, 128, 4, 4), "flat": Tiles(32, 256, 4, 4, balanced=True)},
     "sm80": {"gemv": Tiles(64, 128, 4, 3), "flat": Tiles(64, 64, 4, 4)},
     "sm8x": {"gemv": Tiles(32, 128, 4, 2), "flat": Tiles(32, 64, 4, 3)},
     "other": {"gemv": Tiles(32, 64, 4, 2), "flat": Tiles(32, 64, 4, 2)},
@@ -123,10 +123,15 @@ def choose_dataflow(M: int, N: int, K: int, sm_count: int, dtype: torch.dtype, *
     N, sm_count  BLOCK_K halves when the tiles outnumber the SMs: a smaller pipeline lets
                  twice the programs share an SM (H100, 4096 x 14336 at M = 1: 50 us with
                  256-wide K steps, 44.6 with 128, cuBLAS 44.1). And where the arch's flat
-                 tiles say balanced_per_sm (Hopper: 2) and M <= BALANCED_MAX_M, N is cut
-                 into that many equal row ranges an SM, in the fewest whole waves that keep
-                 each range within BALANCED_MAX_ROWS; a tile of 64 rows or more swaps the
-                 dot's operands so W's rows fill the MMA's 64-row side.
+                 tiles say `balanced` (Hopper) and M <= BALANCED_MAX_M, N is cut into equal
+                 row ranges, as few as keep each within BALANCED_MAX_ROWS in a whole number
+                 of ranges an SM, so no SM gets a range more than another; a tile of 64 rows
+                 swaps the dot's operands so W's rows fill the MMA's 64-row side. H100,
+                 `python -m implementations.flat_gemm.tune --weights 4096x14336,4096x12288,
+                 4096x6144 --rows 1,16,32 --block-n 32 --warps 4 --stages 4 --splits 1
+                 --balanced 1,2`: 4096 x 14336 (264 ranges of 55 rows) 43.8-44.4 us against
+                 cuBLAS's 43.9-45.8 and 45.7 for 32-row tiles; 4096 x 6144 (132 of 47) 21.7
+                 at M = 1, where two ranges an SM (24 rows) took 22.3 and cuBLAS 23.4.
     N, sm_count  split-K: when the M x N tiles are fewer than half the SMs, K is split to fill
                  them, at most MAX_SPLIT_K ways and only while each split keeps
                  MIN_K_TILES_PER_SPLIT tiles of K.
@@ -147,9 +152,9 @@ def choose_dataflow(M: int, N: int, K: int, sm_count: int, dtype: torch.dtype, *
     rows_per_program, swap_ab = None, False
     if programs > sm_count:
         block_k = max(16, block_k // 2)
-        if dataflow == "flat" and tiles.balanced_per_sm and block_m <= BALANCED_MAX_M:
-            slots = tiles.balanced_per_sm * sm_count
-            rows_per_program = triton.cdiv(N, slots * triton.cdiv(N, slots * BALANCED_MAX_ROWS))
+        if dataflow == "flat" and tiles.balanced and block_m <= BALANCED_MAX_M:
+            ranges = sm_count * triton.cdiv(N, sm_count * BALANCED_MAX_ROWS)
+            rows_per_program = triton.cdiv(N, ranges)
             block_n = max(16, triton.next_power_of_2(rows_per_program))
             swap_ab = block_n >= 64
     split_k = 1

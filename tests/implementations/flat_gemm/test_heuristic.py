@@ -107,18 +107,19 @@ def test_pure_given_the_architecture(monkeypatch):
         choose_dataflow(3, 77, 129, 132, torch.float16, arch="sm80")
 
 
-def test_a_wide_n_is_cut_into_equal_ranges_in_whole_waves():
-    """Tiles outnumbering the SMs: N in ranges of at most BALANCED_MAX_ROWS, two an SM, in the
-    fewest whole waves, the ranges as equal as whole rows allow; 64-row tiles swap the dot."""
+def test_a_wide_n_is_cut_into_equal_ranges_a_whole_number_an_sm():
+    """Tiles outnumbering the SMs: N in equal ranges of at most BALANCED_MAX_ROWS, as few as
+    that allows in a whole number of ranges an SM, as equal as whole rows allow; 64-row tiles
+    swap the dot."""
     for N, sms, M in itertools.product((4225, 6144, 11008, 14336, 50000, 128256), (8, 66, 132), (1, 16, 32)):
         plan = choose_dataflow(M, N, 4096, sms, torch.bfloat16, arch="sm90")
         if triton.cdiv(N, 32) <= sms:
-            continue  # the table's 32-row tiles fill at most one wave: not balanced
-        rows, slots = plan.rows, 2 * sms
-        waves = triton.cdiv(N, slots * tfg.BALANCED_MAX_ROWS)
-        assert rows <= tfg.BALANCED_MAX_ROWS and triton.cdiv(N, rows) <= waves * slots, (N, sms, plan)
-        assert N > (waves - 1) * slots * tfg.BALANCED_MAX_ROWS, f"more waves than needed: {N, sms, plan}"
-        assert rows == triton.cdiv(N, waves * slots), f"ranges not as equal as they can be: {N, sms, plan}"
+            continue  # the table's 32-row tiles are no more than the SMs: not balanced
+        per_sm = triton.cdiv(N, sms * tfg.BALANCED_MAX_ROWS)
+        rows = plan.rows
+        assert rows <= tfg.BALANCED_MAX_ROWS and triton.cdiv(N, rows) <= per_sm * sms, (N, sms, plan)
+        assert N > (per_sm - 1) * sms * tfg.BALANCED_MAX_ROWS, f"more ranges than needed: {N, sms, plan}"
+        assert rows == triton.cdiv(N, per_sm * sms), f"ranges not as equal as they can be: {N, sms, plan}"
         assert plan.block_n == max(16, triton.next_power_of_2(rows)) and plan.swap_ab == (plan.block_n >= 64)
         assert plan.block_k == 128 and plan.split_k == 1
     # past BALANCED_MAX_M rows of x, the power-of-two tiles as before
@@ -135,9 +136,11 @@ def test_a_wide_n_is_cut_into_equal_ranges_in_whole_waves():
     (4, 12288, 4096, Plan("flat", 16, 64, 128, 1, 4, 4, 47, True)),
     (8, 11008, 4096, Plan("flat", 16, 64, 128, 1, 4, 4, 42, True)),   # MLP up: 344 tiles
     (64, 1024, 11008, Plan("flat", 64, 32, 256, 5, 4, 4)),   # a narrow output: 32 tiles, split 5
-    # Llama-3-8B's MLP up at 16 rows, and its vocabulary projection: 8 waves of 264 ranges
+    # Llama-3-8B's MLP up at 16 rows, its vocabulary projection (16 ranges an SM), and a
+    # 6144-wide output: 132 ranges of 47 rows
     (16, 14336, 4096, Plan("flat", 16, 64, 128, 1, 4, 4, 55, True)),
     (1, 128256, 4096, Plan("flat", 16, 64, 128, 1, 4, 4, 61, True)),
+    (8, 6144, 4096, Plan("flat", 16, 64, 128, 1, 4, 4, 47, True)),
 ])
 def test_picks_for_decode_shapes_on_hopper(M, N, K, want):
     assert choose_dataflow(M, N, K, 132, torch.bfloat16, arch="sm90") == want
