@@ -322,7 +322,8 @@ def _rule_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-memory-growth", type=_fraction, default=None, metavar="PCT",
                    help="fail a case whose peak memory grew by more (default: memory is reported, never fails)")
     p.add_argument("--gate-peers", action="store_true",
-                   help="a peer library's slowdown fails too (default: reported as 'peer slower')")
+                   help="a peer library's slowdown or lost repeatability fails too "
+                        "(default: reported as 'peer slower' or 'peer nondeterministic')")
     p.add_argument("--force", action="store_true",
                    help="compare runs of different GPUs, suites or schema versions anyway")
     p.add_argument("--json", metavar="FILE", help="also write every case's verdict as JSON")

@@ -14,8 +14,9 @@ from harness.compare import FAILING, VERDICTS, Judged, Pair, memory_ratio
 COLUMNS = ("verdict", "technique", "case", "dtype", "dir", "impl", "base ms", "cand ms", "ratio", "CI", "status",
            "rel err x", "repeat", "memory", "note")
 NOTEWORTHY = tuple(v for v in VERDICTS if v not in ("same", "not timed", "only in candidate", "only in baseline"))
-_STYLES = {"invalid": "yellow", "inconclusive": "yellow", "unconfirmed": "yellow", "peer slower": "yellow", "faster": "green",
-           "fixed": "green", "not timed": "dim", "only in baseline": "dim", "only in candidate": "dim"}
+_STYLES = {"invalid": "yellow", "inconclusive": "yellow", "unconfirmed": "yellow", "peer slower": "yellow",
+           "peer nondeterministic": "yellow", "faster": "green", "fixed": "green", "not timed": "dim",
+           "only in baseline": "dim", "only in candidate": "dim"}
 
 
 def line(judged: Judged) -> dict[str, str]:
