@@ -58,8 +58,9 @@ class Tiles:
 
 # Tiles per architecture. Hopper's flat tiling won the H100 sweep (32 x 256 x 4 stages, no
 # split: 16.5-16.8 us at M 1-64 on 4096x4096 against cuBLAS's 16.9-18.2). On a wide N
-# (4096x14336) its 448 tiles lost to cuBLAS (45.5-46.2 us against 43.8-44.8); 264 balanced
-# ranges of 55 rows, swapped, took 43.5-43.9 (the tune command in `choose_dataflow`). The
+# (4096x14336, M 1-16) its 448 tiles lost to cuBLAS (45.0-45.6 us against 43.6-44.3 in one full
+# tier); 264 balanced ranges of 55 rows, swapped, took 43.4-44.3 against 43.8-45.3 in three
+# (docs/results/decoding.md; the tune command in `choose_dataflow`). The
 # other entries are untuned starting points. The interpreter's are small: NumPy runs every
 # program one after another.
 CONFIGS: dict[str, dict[Dataflow, Tiles]] = {
