@@ -184,11 +184,12 @@ def _flat_gemm(X, W, OUT, M, N, K, ROWS_PER_PROGRAM, K_PER_SPLIT, stride_xm, str
     multiplies on tensor cores (M padded to 16, 32 or 64), "gemv" on CUDA cores."""
     pid_n, pid_m, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    lanes_n = tl.arange(0, BLOCK_N)
     if BALANCED:  # a range of ROWS_PER_PROGRAM rows, not a power of two: the tile's spare rows masked
-        offs_n = pid_n * ROWS_PER_PROGRAM + tl.arange(0, BLOCK_N)
-        in_n = (tl.arange(0, BLOCK_N) < ROWS_PER_PROGRAM) & (offs_n < N)
+        offs_n = pid_n * ROWS_PER_PROGRAM + lanes_n
+        in_n = (lanes_n < ROWS_PER_PROGRAM) & (offs_n < N)
     else:  # the compiler knows each tile starts at a multiple of BLOCK_N (H100, gemv at M = 2: 81 us, 140 without)
-        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_n = pid_n * BLOCK_N + lanes_n
         in_n = offs_n < N
     in_m = offs_m < M
     offs_k = tl.arange(0, BLOCK_K)

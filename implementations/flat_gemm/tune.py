@@ -38,20 +38,16 @@ SPLITS = (1, 2, 4, 8)
 def _plans(m: int, n: int, sms: int, block_n: tuple[int, ...], warps: tuple[int, ...], stages: tuple[int, ...],
            splits: tuple[int, ...], balanced: tuple[int, ...] = ()) -> list[Plan]:
     plans = []
-    block_m = max(16, triton_pow2(m))
+    block_m = max(16, triton.next_power_of_2(m))
     for block_n, block_k, stage_count, warp_count, split in itertools.product(block_n, BLOCK_K, stages, warps, splits):
         if m <= 4:
-            gemv_m = triton_pow2(m)
+            gemv_m = triton.next_power_of_2(m)
             plans.append(Plan("gemv", gemv_m, max(1, block_n // gemv_m), block_k, split, warp_count, stage_count))
         plans.append(Plan("flat", block_m, block_n, block_k, split, warp_count, stage_count))
     for per_sm, block_k, stage_count, warp_count, swap in itertools.product(balanced, BLOCK_K, stages, warps, (False, True)):
         rows = triton.cdiv(n, per_sm * sms)
-        plans.append(Plan("flat", block_m, max(16, triton_pow2(rows)), block_k, 1, warp_count, stage_count, rows, swap))
+        plans.append(Plan("flat", block_m, max(16, triton.next_power_of_2(rows)), block_k, 1, warp_count, stage_count, rows, swap))
     return plans
-
-
-def triton_pow2(n: int) -> int:
-    return 1 << (n - 1).bit_length()
 
 
 def sweep(budget_s: float, weights: list[tuple[int, int]] = WEIGHTS, rows_of_x: list[int] = ROWS,
